@@ -1,0 +1,1 @@
+"""Skeleton data: source formats, sharded Parquet, transforms and Ray Data pipelines."""

@@ -1,0 +1,471 @@
+"""Sharded Parquet storage for skeleton sequences, its manifest, and validation on read.
+
+One schema serves every source format. Each row is one sequence:
+
+==============  =========================================================================
+column          meaning
+==============  =========================================================================
+sample_index    int64, 0..N-1 in writing order; the integer id used in training batches
+sample_id       string, stable id from the source (e.g. ``S001C001P001R001A011``)
+label           int32, 0-based class index into ``manifest['class_names']``
+subject         int32, performer id (1-based as in the source; 0 when unknown)
+view            int32, camera / view id (1-based; 0 when unknown)
+setup           int32, recording set-up id (1-based; 0 when unknown)
+replication     int32, repetition id (1-based; 0 when unknown)
+num_frames      int32, frames before zero padding
+num_bodies      int32, actors present in at least one frame
+split_mask      int64, bit ``manifest['split_bits'][name]`` set when in split ``name``
+joints          fixed_shape_tensor<float32>[T_max, M, V, 3], zero padded in time and actors
+==============  =========================================================================
+
+Shards are written to a temporary name and renamed, so a crash never leaves a partial shard
+under a name that a reader trusts; ``manifest.json`` is written last, the same way, and
+lists every shard with its row count, byte size and SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stars.skeleton import JointLayout, get_layout
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+REPORT_NAME = "report.json"
+JOINTS = "joints"
+META_COLUMNS = ("sample_index", "sample_id", "label", "subject", "view", "setup",
+                "replication", "num_frames", "num_bodies", "split_mask")
+MAX_SPLITS = 63
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file or sample and the problem."""
+
+
+class SampleError(DataError):
+    """One sample cannot be stored (its id and the reason are in the message)."""
+
+    def __init__(self, sample_id: str, reason: str):
+        super().__init__(f"sample {sample_id}: {reason}")
+        self.sample_id = sample_id
+        self.reason = reason
+
+
+def joints_type(t_max: int, num_bodies: int, num_joints: int) -> pa.DataType:
+    return pa.fixed_shape_tensor(pa.float32(), [t_max, num_bodies, num_joints, 3])
+
+
+def arrow_schema(t_max: int, num_bodies: int, num_joints: int) -> pa.Schema:
+    return pa.schema([
+        ("sample_index", pa.int64()), ("sample_id", pa.string()), ("label", pa.int32()),
+        ("subject", pa.int32()), ("view", pa.int32()), ("setup", pa.int32()),
+        ("replication", pa.int32()), ("num_frames", pa.int32()), ("num_bodies", pa.int32()),
+        ("split_mask", pa.int64()), (JOINTS, joints_type(t_max, num_bodies, num_joints)),
+    ])
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@dataclass
+class Sample:
+    """One sequence on its way into a shard.
+
+    ``joints`` is (T, M, V, 3) float, T frames of M actors; ``splits`` names the splits that
+    hold this sample (e.g. ``{"xsub_train", "xview_test"}``).
+    """
+
+    sample_id: str
+    joints: np.ndarray
+    label: int
+    subject: int = 0
+    view: int = 0
+    setup: int = 0
+    replication: int = 0
+    splits: frozenset[str] | set[str] = field(default_factory=frozenset)
+
+
+def check_sample(sample: Sample, t_max: int, num_bodies: int, num_joints: int,
+                 num_classes: int) -> tuple[np.ndarray, int, int]:
+    """Validate one sample and pad it to (t_max, num_bodies, V, 3).
+
+    Returns:
+        (padded joints float32, num_frames, bodies present).
+    Raises:
+        SampleError naming the sample and the problem.
+    """
+    sid = sample.sample_id
+    x = np.asarray(sample.joints)
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise SampleError(sid, f"joints must be (T, M, V, 3) or (T, V, 3), got shape {x.shape}")
+    frames, bodies, joints, _ = x.shape
+    if joints != num_joints:
+        raise SampleError(sid, f"has {joints} joints, the dataset layout has {num_joints}")
+    if frames == 0:
+        raise SampleError(sid, "zero-length sequence")
+    if frames > t_max:
+        raise SampleError(sid, f"{frames} frames exceed the dataset's T_max={t_max}")
+    if bodies > num_bodies:
+        raise SampleError(sid, f"{bodies} bodies exceed the dataset's M={num_bodies}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise SampleError(sid, f"joints have non-numeric dtype {x.dtype}")
+    x = x.astype(np.float32, copy=False)
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = np.argwhere(~finite)[0]
+        raise SampleError(sid, f"NaN/inf joint value at frame {bad[0]}, body {bad[1]}, "
+                               f"joint {bad[2]}")
+    present = np.abs(x).reshape(frames, bodies, -1).max(axis=(0, 2)) > 0
+    if not present.any():
+        raise SampleError(sid, "all joints are zero")
+    if not 0 <= int(sample.label) < num_classes:
+        raise SampleError(sid, f"label {sample.label} outside 0..{num_classes - 1}")
+    out = np.zeros((t_max, num_bodies, num_joints, 3), np.float32)
+    out[:frames, :bodies] = x
+    return out, frames, int(present.sum())
+
+
+class ShardWriter:
+    """Writes samples into zstd Parquet shards of ``rows_per_shard`` rows, then the manifest.
+
+    Use as a context manager; ``close()`` (or leaving the ``with``) flushes the last shard and
+    writes ``manifest.json``. Leaving by an exception writes no manifest, so a half-written
+    dataset is never mistaken for a complete one.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        *,
+        layout: JointLayout,
+        class_names: Sequence[str],
+        split_names: Sequence[str],
+        t_max: int = 300,
+        num_bodies: int = 2,
+        rows_per_shard: int = 512,
+        source: dict[str, Any] | None = None,
+        protocols: dict[str, dict[str, str]] | None = None,
+        default_protocol: str | None = None,
+        fewshot: dict[str, Any] | None = None,
+        compression_level: int = 3,
+    ):
+        if len(split_names) > MAX_SPLITS:
+            raise ValueError(f"at most {MAX_SPLITS} splits, got {len(split_names)}")
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if (self.out_dir / MANIFEST_NAME).exists():
+            raise FileExistsError(f"{self.out_dir} already holds a dataset ({MANIFEST_NAME}); "
+                                  "choose an empty directory")
+        self.layout = layout
+        self.class_names = list(class_names)
+        self.split_bits = {name: i for i, name in enumerate(split_names)}
+        self.t_max, self.num_bodies = t_max, num_bodies
+        self.rows_per_shard = rows_per_shard
+        self.source = source or {}
+        self.protocols = protocols or {}
+        self.default_protocol = default_protocol
+        self.fewshot = fewshot
+        self.compression_level = compression_level
+        self.schema = arrow_schema(t_max, num_bodies, layout.num_joints)
+        self._rows: list[tuple[Any, ...]] = []
+        self._joints: list[np.ndarray] = []
+        self._shards: list[dict[str, Any]] = []
+        self._seen_ids: set[str] = set()
+        self._split_counts = dict.fromkeys(split_names, 0)
+        self._label_counts = np.zeros(len(self.class_names), np.int64)
+        self._num_written = 0
+        self._closed = False
+
+    # -- adding ---------------------------------------------------------------------------
+    def add(self, sample: Sample) -> None:
+        """Validate and buffer one sample. Raises SampleError (nothing buffered) if bad."""
+        if sample.sample_id in self._seen_ids:
+            raise SampleError(sample.sample_id, "duplicate sample id")
+        unknown = set(sample.splits) - set(self.split_bits)
+        if unknown:
+            raise SampleError(sample.sample_id, f"unknown split(s) {sorted(unknown)}")
+        padded, frames, bodies = check_sample(sample, self.t_max, self.num_bodies,
+                                              self.layout.num_joints, len(self.class_names))
+        mask = 0
+        for name in sample.splits:
+            mask |= 1 << self.split_bits[name]
+            self._split_counts[name] += 1
+        self._seen_ids.add(sample.sample_id)
+        self._label_counts[int(sample.label)] += 1
+        self._rows.append((self._num_written, sample.sample_id, int(sample.label),
+                           int(sample.subject), int(sample.view), int(sample.setup),
+                           int(sample.replication), frames, bodies, mask))
+        self._joints.append(padded)
+        self._num_written += 1
+        if len(self._rows) >= self.rows_per_shard:
+            self._flush()
+
+    def add_many(self, samples: Iterable[Sample]) -> None:
+        for s in samples:
+            self.add(s)
+
+    @property
+    def num_written(self) -> int:
+        return self._num_written
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        cols = list(zip(*self._rows))
+        arrays = [pa.array(col, type=self.schema.field(i).type) for i, col in enumerate(cols)]
+        tensor = pa.FixedShapeTensorArray.from_numpy_ndarray(np.stack(self._joints))
+        table = pa.Table.from_arrays([*arrays, tensor], schema=self.schema)
+        name = f"shard-{len(self._shards):05d}.parquet"
+        final = self.out_dir / name
+        tmp = self.out_dir / f".{name}.tmp-{os.getpid()}"
+        pq.write_table(table, tmp, compression="zstd",
+                       compression_level=self.compression_level,
+                       row_group_size=min(len(self._rows), 128))
+        os.replace(tmp, final)
+        self._shards.append({"file": name, "rows": len(self._rows),
+                             "bytes": final.stat().st_size, "sha256": sha256_file(final),
+                             "first_index": int(self._rows[0][0])})
+        self._rows.clear()
+        self._joints.clear()
+
+    # -- finishing ------------------------------------------------------------------------
+    def close(self) -> dict[str, Any]:
+        """Flush the last shard and write ``manifest.json``; returns the manifest."""
+        if self._closed:
+            raise RuntimeError("ShardWriter already closed")
+        self._flush()
+        self._closed = True
+        if self._num_written == 0:
+            raise DataError(f"no samples were written to {self.out_dir}")
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "num_samples": self._num_written,
+            "t_max": self.t_max,
+            "num_bodies": self.num_bodies,
+            "layout": self.layout.to_dict(),
+            "class_names": self.class_names,
+            "num_classes": len(self.class_names),
+            "class_counts": self._label_counts.tolist(),
+            "splits": dict(self._split_counts),
+            "split_bits": dict(self.split_bits),
+            "protocols": self.protocols,
+            "default_protocol": self.default_protocol,
+            "fewshot": self.fewshot,
+            "source": self.source,
+            "shards": self._shards,
+            "created_unix": int(time.time()),
+        }
+        manifest["digest"] = content_digest(manifest)
+        _atomic_write_text(self.out_dir / MANIFEST_NAME, json.dumps(manifest, indent=1))
+        return manifest
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None and not self._closed:
+            self.close()
+
+
+def content_digest(manifest: dict[str, Any]) -> str:
+    """SHA-256 over what defines the data: schema, layout, classes, splits and shard hashes.
+
+    Independent of file timestamps and of where the dataset lives, so two identical
+    conversions have the same digest.
+    """
+    core = {k: manifest[k] for k in ("schema_version", "num_samples", "t_max", "num_bodies",
+                                     "layout", "class_names", "splits", "split_bits")}
+    core["shards"] = [(s["file"], s["rows"], s["sha256"]) for s in manifest["shards"]]
+    return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SkeletonDataset:
+    """A validated sharded dataset on disk (see :func:`open_dataset`)."""
+
+    root: Path
+    manifest: dict[str, Any]
+
+    @property
+    def shard_paths(self) -> list[str]:
+        return [str(self.root / s["file"]) for s in self.manifest["shards"]]
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.manifest["num_samples"])
+
+    @property
+    def layout(self) -> JointLayout:
+        return get_layout(self.manifest["layout"]["name"])
+
+    @property
+    def num_joints(self) -> int:
+        return int(self.manifest["layout"]["num_joints"])
+
+    @property
+    def t_max(self) -> int:
+        return int(self.manifest["t_max"])
+
+    @property
+    def num_bodies(self) -> int:
+        return int(self.manifest["num_bodies"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.manifest["class_names"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.manifest["class_names"])
+
+    @property
+    def digest(self) -> str:
+        return str(self.manifest["digest"])
+
+    def split_bit(self, split: str) -> int:
+        bits = self.manifest["split_bits"]
+        if split not in bits:
+            raise KeyError(f"dataset {self.root} has no split {split!r}; "
+                           f"splits: {', '.join(bits)}")
+        return int(bits[split])
+
+    def split_size(self, split: str | None) -> int:
+        if split is None:
+            return self.num_samples
+        self.split_bit(split)
+        return int(self.manifest["splits"][split])
+
+    def protocol(self, name: str | None = None) -> dict[str, str]:
+        """Train/test split names of a protocol (default: the dataset's default)."""
+        name = name or self.manifest.get("default_protocol")
+        protocols = self.manifest.get("protocols") or {}
+        if name not in protocols:
+            raise KeyError(f"dataset {self.root} has no protocol {name!r}; "
+                           f"protocols: {', '.join(protocols) or 'none'}")
+        return dict(protocols[name], name=name)
+
+    def read_split(self, split: str | None, columns: Sequence[str] | None = None
+                   ) -> dict[str, np.ndarray]:
+        """Read a whole split into memory with pyarrow (for small data, tests and evaluation).
+
+        Returns columns as numpy arrays; ``joints`` is (N, T_max, M, V, 3) float32.
+        """
+        columns = list(columns) if columns is not None else [*META_COLUMNS, JOINTS]
+        need = list(dict.fromkeys([*columns, "split_mask"]))
+        parts = []
+        for path in self.shard_paths:
+            try:
+                table = pq.read_table(path, columns=need)
+            except (pa.ArrowException, OSError) as err:
+                raise DataError(f"shard {path}: cannot be read ({err})") from err
+            if split is not None:
+                bit = 1 << self.split_bit(split)
+                keep = (table.column("split_mask").to_numpy() & bit) != 0
+                table = table.filter(pa.array(keep))
+            parts.append(table)
+        table = pa.concat_tables(parts)
+        out: dict[str, np.ndarray] = {}
+        for name in columns:
+            col = table.column(name)
+            if name == JOINTS:
+                chunks = [c.to_numpy_ndarray() for c in col.chunks if len(c)]
+                out[name] = (np.concatenate(chunks) if chunks else
+                             np.zeros((0, self.t_max, self.num_bodies, self.num_joints, 3),
+                                      np.float32))
+            else:
+                out[name] = col.to_numpy(zero_copy_only=False)
+        return out
+
+
+def load_manifest(root: str | Path) -> dict[str, Any]:
+    root = Path(root)
+    path = root / MANIFEST_NAME
+    if not path.exists():
+        raise DataError(f"{root} is not a STARS dataset: {MANIFEST_NAME} is missing "
+                        "(build one with jobs/prepare_data.py)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path} is not valid JSON: {err}") from err
+    for key in ("schema_version", "num_samples", "shards", "layout", "class_names",
+                "splits", "split_bits", "digest", "t_max", "num_bodies"):
+        if key not in manifest:
+            raise DataError(f"{path} lacks the key {key!r}")
+    if manifest["schema_version"] != SCHEMA_VERSION:
+        raise DataError(f"{path}: schema version {manifest['schema_version']} is not "
+                        f"supported (this code reads version {SCHEMA_VERSION})")
+    return manifest
+
+
+def open_dataset(root: str | Path, verify_checksums: bool = False) -> SkeletonDataset:
+    """Open a dataset directory and validate its shards against the manifest.
+
+    Always checked: every shard exists, has the recorded byte size, its Parquet footer is
+    readable, its row count and schema (including the joints tensor shape) match. With
+    ``verify_checksums`` the SHA-256 of every shard is recomputed too.
+
+    Raises:
+        DataError naming the shard and the mismatch.
+    """
+    root = Path(root)
+    manifest = load_manifest(root)
+    expected = arrow_schema(manifest["t_max"], manifest["num_bodies"],
+                            manifest["layout"]["num_joints"])
+    total = 0
+    for shard in manifest["shards"]:
+        path = root / shard["file"]
+        if not path.exists():
+            raise DataError(f"shard {path} listed in the manifest is missing")
+        size = path.stat().st_size
+        if size != shard["bytes"]:
+            raise DataError(f"shard {path}: {size} bytes on disk, manifest says {shard['bytes']}"
+                            " (truncated or replaced)")
+        try:
+            meta = pq.read_metadata(path)
+            schema = pq.read_schema(path)
+        except (pa.ArrowException, OSError) as err:
+            raise DataError(f"shard {path}: not a readable Parquet file ({err})") from err
+        if meta.num_rows != shard["rows"]:
+            raise DataError(f"shard {path}: {meta.num_rows} rows, manifest says {shard['rows']}")
+        if not schema.equals(expected, check_metadata=False):
+            raise DataError(f"shard {path}: schema does not match the manifest "
+                            f"(expected joints {expected.field(JOINTS).type}, "
+                            f"got {_describe(schema)})")
+        if verify_checksums and sha256_file(path) != shard["sha256"]:
+            raise DataError(f"shard {path}: SHA-256 differs from the manifest (corrupted)")
+        total += shard["rows"]
+    if total != manifest["num_samples"]:
+        raise DataError(f"{root}: shards hold {total} rows, manifest says "
+                        f"{manifest['num_samples']}")
+    if content_digest(manifest) != manifest["digest"]:
+        raise DataError(f"{root / MANIFEST_NAME}: content digest does not match its own "
+                        "entries (the manifest was edited)")
+    return SkeletonDataset(root, manifest)
+
+
+def _describe(schema: pa.Schema) -> str:
+    return ", ".join(f"{f.name}: {f.type}" for f in schema)

@@ -1,0 +1,1 @@
+"""Evaluation protocols on pooled features (and the raw-pose floor)."""
