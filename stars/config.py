@@ -61,7 +61,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         elif origin is tuple and args:
             if len(items) != len(args):
                 raise ConfigError(f"{where}: expected {len(args)} items, got {len(items)}")
-            out = [_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(items, args))]
+            out = [
+                _coerce(v, a, f"{where}[{i}]")
+                for i, (v, a) in enumerate(zip(items, args, strict=True))
+            ]
         else:
             inner = args[0] if args else Any
             out = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(items)]
@@ -112,8 +115,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     unknown = [k for k in data if k not in names]
     if unknown:
         at = f" in '{prefix}'" if prefix else ""
-        raise ConfigError(f"unknown config key '{_join(prefix, unknown[0])}'{at}; valid keys: "
-                          + ", ".join(names))
+        raise ConfigError(
+            f"unknown config key '{_join(prefix, unknown[0])}'{at}; valid keys: " + ", ".join(names)
+        )
     kwargs = {k: _coerce(v, hints[k], _join(prefix, k)) for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -193,8 +197,10 @@ def _check_override_path(cls: type, path: list[str]) -> None:
         names = [f.name for f in dataclasses.fields(current)]
         if part not in names:
             where = ".".join(path[:depth]) or "top level"
-            raise ConfigError(f"unknown config key '{'.'.join(path[: depth + 1])}' "
-                              f"({where}); valid keys: {', '.join(names)}")
+            raise ConfigError(
+                f"unknown config key '{'.'.join(path[: depth + 1])}' "
+                f"({where}); valid keys: {', '.join(names)}"
+            )
         current = _hints(current)[part]
         if typing.get_origin(current) in (typing.Union, types.UnionType):
             inner = [a for a in typing.get_args(current) if dataclasses.is_dataclass(a)]

@@ -11,20 +11,54 @@ from dataclasses import dataclass
 import numpy as np
 
 NTU25_JOINT_NAMES: tuple[str, ...] = (
-    "spine_base", "spine_mid", "neck", "head",
-    "left_shoulder", "left_elbow", "left_wrist", "left_hand",
-    "right_shoulder", "right_elbow", "right_wrist", "right_hand",
-    "left_hip", "left_knee", "left_ankle", "left_foot",
-    "right_hip", "right_knee", "right_ankle", "right_foot",
-    "spine_shoulder", "left_hand_tip", "left_thumb", "right_hand_tip", "right_thumb",
+    "spine_base",
+    "spine_mid",
+    "neck",
+    "head",
+    "left_shoulder",
+    "left_elbow",
+    "left_wrist",
+    "left_hand",
+    "right_shoulder",
+    "right_elbow",
+    "right_wrist",
+    "right_hand",
+    "left_hip",
+    "left_knee",
+    "left_ankle",
+    "left_foot",
+    "right_hip",
+    "right_knee",
+    "right_ankle",
+    "right_foot",
+    "spine_shoulder",
+    "left_hand_tip",
+    "left_thumb",
+    "right_hand_tip",
+    "right_thumb",
 )
 
 KINECT20_JOINT_NAMES: tuple[str, ...] = (
-    "hip_center", "spine", "shoulder_center", "head",
-    "left_shoulder", "left_elbow", "left_wrist", "left_hand",
-    "right_shoulder", "right_elbow", "right_wrist", "right_hand",
-    "left_hip", "left_knee", "left_ankle", "left_foot",
-    "right_hip", "right_knee", "right_ankle", "right_foot",
+    "hip_center",
+    "spine",
+    "shoulder_center",
+    "head",
+    "left_shoulder",
+    "left_elbow",
+    "left_wrist",
+    "left_hand",
+    "right_shoulder",
+    "right_elbow",
+    "right_wrist",
+    "right_hand",
+    "left_hip",
+    "left_knee",
+    "left_ankle",
+    "left_foot",
+    "right_hip",
+    "right_knee",
+    "right_ankle",
+    "right_foot",
 )
 
 
@@ -33,22 +67,89 @@ def _zero_based(pairs_1based: tuple[tuple[int, int], ...]) -> tuple[tuple[int, i
 
 
 # (child, parent), the "bone" modality of ST-GCN / CTR-GCN / MAMP; (21, 21) is the centre.
-NTU25_BONES_STGCN = _zero_based((
-    (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9),
-    (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18),
-    (20, 19), (22, 23), (21, 21), (23, 8), (24, 25), (25, 12),
-))
+NTU25_BONES_STGCN = _zero_based(
+    (
+        (1, 2),
+        (2, 21),
+        (3, 21),
+        (4, 3),
+        (5, 21),
+        (6, 5),
+        (7, 6),
+        (8, 7),
+        (9, 21),
+        (10, 9),
+        (11, 10),
+        (12, 11),
+        (13, 1),
+        (14, 13),
+        (15, 14),
+        (16, 15),
+        (17, 1),
+        (18, 17),
+        (19, 18),
+        (20, 19),
+        (22, 23),
+        (21, 21),
+        (23, 8),
+        (24, 25),
+        (25, 12),
+    )
+)
 # The anatomical graph of pyskl / mmaction2: identical except at the hands.
-NTU25_BONES_ANATOMICAL = _zero_based((
-    (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9),
-    (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18),
-    (20, 19), (22, 8), (21, 21), (23, 8), (24, 12), (25, 12),
-))
-KINECT20_BONES = _zero_based((
-    (1, 2), (2, 3), (3, 3), (4, 3), (5, 3), (6, 5), (7, 6), (8, 7), (9, 3), (10, 9),
-    (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18),
-    (20, 19),
-))
+NTU25_BONES_ANATOMICAL = _zero_based(
+    (
+        (1, 2),
+        (2, 21),
+        (3, 21),
+        (4, 3),
+        (5, 21),
+        (6, 5),
+        (7, 6),
+        (8, 7),
+        (9, 21),
+        (10, 9),
+        (11, 10),
+        (12, 11),
+        (13, 1),
+        (14, 13),
+        (15, 14),
+        (16, 15),
+        (17, 1),
+        (18, 17),
+        (19, 18),
+        (20, 19),
+        (22, 8),
+        (21, 21),
+        (23, 8),
+        (24, 12),
+        (25, 12),
+    )
+)
+KINECT20_BONES = _zero_based(
+    (
+        (1, 2),
+        (2, 3),
+        (3, 3),
+        (4, 3),
+        (5, 3),
+        (6, 5),
+        (7, 6),
+        (8, 7),
+        (9, 3),
+        (10, 9),
+        (11, 10),
+        (12, 11),
+        (13, 1),
+        (14, 13),
+        (15, 14),
+        (16, 15),
+        (17, 1),
+        (18, 17),
+        (19, 18),
+        (20, 19),
+    )
+)
 
 # NTU joint j (0-based) is copied from Kinect-v1 joint KINECT20_TO_NTU25[j].
 KINECT20_TO_NTU25: tuple[int, ...] = (*range(20), 2, 7, 7, 11, 11)
@@ -75,8 +176,9 @@ class JointLayout:
         }
 
 
-NTU25 = JointLayout("ntu25", NTU25_JOINT_NAMES,
-                    {"stgcn": NTU25_BONES_STGCN, "anatomical": NTU25_BONES_ANATOMICAL})
+NTU25 = JointLayout(
+    "ntu25", NTU25_JOINT_NAMES, {"stgcn": NTU25_BONES_STGCN, "anatomical": NTU25_BONES_ANATOMICAL}
+)
 KINECT20 = JointLayout("kinect20", KINECT20_JOINT_NAMES, {"anatomical": KINECT20_BONES})
 
 LAYOUTS: dict[str, JointLayout] = {NTU25.name: NTU25, KINECT20.name: KINECT20}
@@ -84,8 +186,7 @@ LAYOUTS: dict[str, JointLayout] = {NTU25.name: NTU25, KINECT20.name: KINECT20}
 
 def generic_layout(num_joints: int) -> JointLayout:
     """A layout for pose-estimator output with no known skeleton (bones left empty)."""
-    return JointLayout(f"generic{num_joints}",
-                       tuple(f"joint_{i}" for i in range(num_joints)), {})
+    return JointLayout(f"generic{num_joints}", tuple(f"joint_{i}" for i in range(num_joints)), {})
 
 
 def get_layout(name: str) -> JointLayout:

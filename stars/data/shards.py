@@ -44,8 +44,18 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 REPORT_NAME = "report.json"
 JOINTS = "joints"
-META_COLUMNS = ("sample_index", "sample_id", "label", "subject", "view", "setup",
-                "replication", "num_frames", "num_bodies", "split_mask")
+META_COLUMNS = (
+    "sample_index",
+    "sample_id",
+    "label",
+    "subject",
+    "view",
+    "setup",
+    "replication",
+    "num_frames",
+    "num_bodies",
+    "split_mask",
+)
 MAX_SPLITS = 63
 
 
@@ -67,12 +77,21 @@ def joints_type(t_max: int, num_bodies: int, num_joints: int) -> pa.DataType:
 
 
 def arrow_schema(t_max: int, num_bodies: int, num_joints: int) -> pa.Schema:
-    return pa.schema([
-        ("sample_index", pa.int64()), ("sample_id", pa.string()), ("label", pa.int32()),
-        ("subject", pa.int32()), ("view", pa.int32()), ("setup", pa.int32()),
-        ("replication", pa.int32()), ("num_frames", pa.int32()), ("num_bodies", pa.int32()),
-        ("split_mask", pa.int64()), (JOINTS, joints_type(t_max, num_bodies, num_joints)),
-    ])
+    return pa.schema(
+        [
+            ("sample_index", pa.int64()),
+            ("sample_id", pa.string()),
+            ("label", pa.int32()),
+            ("subject", pa.int32()),
+            ("view", pa.int32()),
+            ("setup", pa.int32()),
+            ("replication", pa.int32()),
+            ("num_frames", pa.int32()),
+            ("num_bodies", pa.int32()),
+            ("split_mask", pa.int64()),
+            (JOINTS, joints_type(t_max, num_bodies, num_joints)),
+        ]
+    )
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -107,8 +126,9 @@ class Sample:
     splits: frozenset[str] | set[str] = field(default_factory=frozenset)
 
 
-def check_sample(sample: Sample, t_max: int, num_bodies: int, num_joints: int,
-                 num_classes: int) -> tuple[np.ndarray, int, int]:
+def check_sample(
+    sample: Sample, t_max: int, num_bodies: int, num_joints: int, num_classes: int
+) -> tuple[np.ndarray, int, int]:
     """Validate one sample and pad it to (t_max, num_bodies, V, 3).
 
     Returns:
@@ -137,8 +157,9 @@ def check_sample(sample: Sample, t_max: int, num_bodies: int, num_joints: int,
     finite = np.isfinite(x)
     if not finite.all():
         bad = np.argwhere(~finite)[0]
-        raise SampleError(sid, f"NaN/inf joint value at frame {bad[0]}, body {bad[1]}, "
-                               f"joint {bad[2]}")
+        raise SampleError(
+            sid, f"NaN/inf joint value at frame {bad[0]}, body {bad[1]}, joint {bad[2]}"
+        )
     present = np.abs(x).reshape(frames, bodies, -1).max(axis=(0, 2)) > 0
     if not present.any():
         raise SampleError(sid, "all joints are zero")
@@ -178,8 +199,10 @@ class ShardWriter:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if (self.out_dir / MANIFEST_NAME).exists():
-            raise FileExistsError(f"{self.out_dir} already holds a dataset ({MANIFEST_NAME}); "
-                                  "choose an empty directory")
+            raise FileExistsError(
+                f"{self.out_dir} already holds a dataset ({MANIFEST_NAME}); "
+                "choose an empty directory"
+            )
         self.layout = layout
         self.class_names = list(class_names)
         self.split_bits = {name: i for i, name in enumerate(split_names)}
@@ -208,17 +231,29 @@ class ShardWriter:
         unknown = set(sample.splits) - set(self.split_bits)
         if unknown:
             raise SampleError(sample.sample_id, f"unknown split(s) {sorted(unknown)}")
-        padded, frames, bodies = check_sample(sample, self.t_max, self.num_bodies,
-                                              self.layout.num_joints, len(self.class_names))
+        padded, frames, bodies = check_sample(
+            sample, self.t_max, self.num_bodies, self.layout.num_joints, len(self.class_names)
+        )
         mask = 0
         for name in sample.splits:
             mask |= 1 << self.split_bits[name]
             self._split_counts[name] += 1
         self._seen_ids.add(sample.sample_id)
         self._label_counts[int(sample.label)] += 1
-        self._rows.append((self._num_written, sample.sample_id, int(sample.label),
-                           int(sample.subject), int(sample.view), int(sample.setup),
-                           int(sample.replication), frames, bodies, mask))
+        self._rows.append(
+            (
+                self._num_written,
+                sample.sample_id,
+                int(sample.label),
+                int(sample.subject),
+                int(sample.view),
+                int(sample.setup),
+                int(sample.replication),
+                frames,
+                bodies,
+                mask,
+            )
+        )
         self._joints.append(padded)
         self._num_written += 1
         if len(self._rows) >= self.rows_per_shard:
@@ -235,20 +270,30 @@ class ShardWriter:
     def _flush(self) -> None:
         if not self._rows:
             return
-        cols = list(zip(*self._rows))
+        cols = list(zip(*self._rows, strict=True))
         arrays = [pa.array(col, type=self.schema.field(i).type) for i, col in enumerate(cols)]
         tensor = pa.FixedShapeTensorArray.from_numpy_ndarray(np.stack(self._joints))
         table = pa.Table.from_arrays([*arrays, tensor], schema=self.schema)
         name = f"shard-{len(self._shards):05d}.parquet"
         final = self.out_dir / name
         tmp = self.out_dir / f".{name}.tmp-{os.getpid()}"
-        pq.write_table(table, tmp, compression="zstd",
-                       compression_level=self.compression_level,
-                       row_group_size=min(len(self._rows), 128))
+        pq.write_table(
+            table,
+            tmp,
+            compression="zstd",
+            compression_level=self.compression_level,
+            row_group_size=min(len(self._rows), 128),
+        )
         os.replace(tmp, final)
-        self._shards.append({"file": name, "rows": len(self._rows),
-                             "bytes": final.stat().st_size, "sha256": sha256_file(final),
-                             "first_index": int(self._rows[0][0])})
+        self._shards.append(
+            {
+                "file": name,
+                "rows": len(self._rows),
+                "bytes": final.stat().st_size,
+                "sha256": sha256_file(final),
+                "first_index": int(self._rows[0][0]),
+            }
+        )
         self._rows.clear()
         self._joints.clear()
 
@@ -297,8 +342,19 @@ def content_digest(manifest: dict[str, Any]) -> str:
     Independent of file timestamps and of where the dataset lives, so two identical
     conversions have the same digest.
     """
-    core = {k: manifest[k] for k in ("schema_version", "num_samples", "t_max", "num_bodies",
-                                     "layout", "class_names", "splits", "split_bits")}
+    core = {
+        k: manifest[k]
+        for k in (
+            "schema_version",
+            "num_samples",
+            "t_max",
+            "num_bodies",
+            "layout",
+            "class_names",
+            "splits",
+            "split_bits",
+        )
+    }
     core["shards"] = [(s["file"], s["rows"], s["sha256"]) for s in manifest["shards"]]
     return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()
 
@@ -349,8 +405,7 @@ class SkeletonDataset:
     def split_bit(self, split: str) -> int:
         bits = self.manifest["split_bits"]
         if split not in bits:
-            raise KeyError(f"dataset {self.root} has no split {split!r}; "
-                           f"splits: {', '.join(bits)}")
+            raise KeyError(f"dataset {self.root} has no split {split!r}; splits: {', '.join(bits)}")
         return int(bits[split])
 
     def split_size(self, split: str | None) -> int:
@@ -364,12 +419,15 @@ class SkeletonDataset:
         name = name or self.manifest.get("default_protocol")
         protocols = self.manifest.get("protocols") or {}
         if name not in protocols:
-            raise KeyError(f"dataset {self.root} has no protocol {name!r}; "
-                           f"protocols: {', '.join(protocols) or 'none'}")
+            raise KeyError(
+                f"dataset {self.root} has no protocol {name!r}; "
+                f"protocols: {', '.join(protocols) or 'none'}"
+            )
         return dict(protocols[name], name=name)
 
-    def read_split(self, split: str | None, columns: Sequence[str] | None = None
-                   ) -> dict[str, np.ndarray]:
+    def read_split(
+        self, split: str | None, columns: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
         """Read a whole split into memory with pyarrow (for small data, tests and evaluation).
 
         Returns columns as numpy arrays; ``joints`` is (N, T_max, M, V, 3) float32.
@@ -393,9 +451,11 @@ class SkeletonDataset:
             col = table.column(name)
             if name == JOINTS:
                 chunks = [c.to_numpy_ndarray() for c in col.chunks if len(c)]
-                out[name] = (np.concatenate(chunks) if chunks else
-                             np.zeros((0, self.t_max, self.num_bodies, self.num_joints, 3),
-                                      np.float32))
+                out[name] = (
+                    np.concatenate(chunks)
+                    if chunks
+                    else np.zeros((0, self.t_max, self.num_bodies, self.num_joints, 3), np.float32)
+                )
             else:
                 out[name] = col.to_numpy(zero_copy_only=False)
         return out
@@ -405,19 +465,33 @@ def load_manifest(root: str | Path) -> dict[str, Any]:
     root = Path(root)
     path = root / MANIFEST_NAME
     if not path.exists():
-        raise DataError(f"{root} is not a STARS dataset: {MANIFEST_NAME} is missing "
-                        "(build one with jobs/prepare_data.py)")
+        raise DataError(
+            f"{root} is not a STARS dataset: {MANIFEST_NAME} is missing "
+            "(build one with jobs/prepare_data.py)"
+        )
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise DataError(f"{path} is not valid JSON: {err}") from err
-    for key in ("schema_version", "num_samples", "shards", "layout", "class_names",
-                "splits", "split_bits", "digest", "t_max", "num_bodies"):
+    for key in (
+        "schema_version",
+        "num_samples",
+        "shards",
+        "layout",
+        "class_names",
+        "splits",
+        "split_bits",
+        "digest",
+        "t_max",
+        "num_bodies",
+    ):
         if key not in manifest:
             raise DataError(f"{path} lacks the key {key!r}")
     if manifest["schema_version"] != SCHEMA_VERSION:
-        raise DataError(f"{path}: schema version {manifest['schema_version']} is not "
-                        f"supported (this code reads version {SCHEMA_VERSION})")
+        raise DataError(
+            f"{path}: schema version {manifest['schema_version']} is not "
+            f"supported (this code reads version {SCHEMA_VERSION})"
+        )
     return manifest
 
 
@@ -433,8 +507,9 @@ def open_dataset(root: str | Path, verify_checksums: bool = False) -> SkeletonDa
     """
     root = Path(root)
     manifest = load_manifest(root)
-    expected = arrow_schema(manifest["t_max"], manifest["num_bodies"],
-                            manifest["layout"]["num_joints"])
+    expected = arrow_schema(
+        manifest["t_max"], manifest["num_bodies"], manifest["layout"]["num_joints"]
+    )
     total = 0
     for shard in manifest["shards"]:
         path = root / shard["file"]
@@ -442,8 +517,10 @@ def open_dataset(root: str | Path, verify_checksums: bool = False) -> SkeletonDa
             raise DataError(f"shard {path} listed in the manifest is missing")
         size = path.stat().st_size
         if size != shard["bytes"]:
-            raise DataError(f"shard {path}: {size} bytes on disk, manifest says {shard['bytes']}"
-                            " (truncated or replaced)")
+            raise DataError(
+                f"shard {path}: {size} bytes on disk, manifest says {shard['bytes']}"
+                " (truncated or replaced)"
+            )
         try:
             meta = pq.read_metadata(path)
             schema = pq.read_schema(path)
@@ -452,18 +529,23 @@ def open_dataset(root: str | Path, verify_checksums: bool = False) -> SkeletonDa
         if meta.num_rows != shard["rows"]:
             raise DataError(f"shard {path}: {meta.num_rows} rows, manifest says {shard['rows']}")
         if not schema.equals(expected, check_metadata=False):
-            raise DataError(f"shard {path}: schema does not match the manifest "
-                            f"(expected joints {expected.field(JOINTS).type}, "
-                            f"got {_describe(schema)})")
+            raise DataError(
+                f"shard {path}: schema does not match the manifest "
+                f"(expected joints {expected.field(JOINTS).type}, "
+                f"got {_describe(schema)})"
+            )
         if verify_checksums and sha256_file(path) != shard["sha256"]:
             raise DataError(f"shard {path}: SHA-256 differs from the manifest (corrupted)")
         total += shard["rows"]
     if total != manifest["num_samples"]:
-        raise DataError(f"{root}: shards hold {total} rows, manifest says "
-                        f"{manifest['num_samples']}")
+        raise DataError(
+            f"{root}: shards hold {total} rows, manifest says {manifest['num_samples']}"
+        )
     if content_digest(manifest) != manifest["digest"]:
-        raise DataError(f"{root / MANIFEST_NAME}: content digest does not match its own "
-                        "entries (the manifest was edited)")
+        raise DataError(
+            f"{root / MANIFEST_NAME}: content digest does not match its own "
+            "entries (the manifest was edited)"
+        )
     return SkeletonDataset(root, manifest)
 
 

@@ -1,18 +1,23 @@
 """Procedural skeleton actions: the embedded default dataset.
 
 Bodies are 25-joint NTU skeletons posed by forward kinematics from joint-angle trajectories.
-Each subject has its own height (1.5-1.95 m), limb proportions and resting posture. An action
-class is a composition of one to three motion primitives (raise, wave, punch, kick, squat, bow,
-twist, reach, clap, nod, step in place, jump, ...) with class-specific frequency, amplitude,
-phase and timing; classes at the NTU interaction indices (50-60, 106-120, 1-based) have a
-second actor who responds. Three cameras at -45, 0 and +45 degrees of yaw and two
-facing directions (replication 1 faces the left camera, 2 the right one, as in NTU) give
-relative views from front to side, so cross-subject and cross-view splits exist. Unlike NTU,
-each camera records its own performance: with one performance filmed by all three cameras,
-the raw-pose 1-NN finds the same performance across views and solves cross-view at ~80 %,
-which would leave no room to show what a learned representation adds. Per sample there is speed (+-30 %), amplitude and phase variation, idle sway,
-sensor jitter and occasional dropped (all-zero) frames, as in raw Kinect output. Sequences
-are centred on the spine-mid joint of actor 1 in the first frame (the NTU convention).
+Each subject has its own height (1.5-1.95 m), limb proportions, resting posture and vigour.
+An action class is a composition of one to three motion primitives (raise, wave, punch, kick,
+squat, bow, twist, reach, clap, nod, step in place, jump, ...) with class-specific frequency,
+amplitude, phase and timing; classes at the NTU interaction indices (50-60, 106-120, 1-based)
+have a second actor who responds.
+
+Three cameras at -45, 0 and +45 degrees of yaw and two facing directions (replication 1 faces
+the left camera, 2 the right one, as in NTU) give relative views from front to side, so
+cross-subject and cross-view splits exist. Unlike NTU, each camera records its own
+performance: with one performance filmed by all three cameras, the raw-pose 1-NN finds the
+same performance across views and solves cross-view at ~80 %, which would leave no room to
+show what a learned representation adds.
+
+Per sample there is speed (+-30 %), amplitude and phase variation, idle sway, sensor jitter
+(~1 cm), drifting error on joints hidden behind the body, and occasional dropped (all-zero)
+frames, as in raw Kinect output. Sequences are centred on the spine-mid joint of actor 1 in
+the first frame (the NTU convention).
 
 Everything is vectorised over performances, frames and degrees of freedom; the only Python
 loops run over joints (forward kinematics, 25 steps) and primitive slots (three steps).
@@ -49,20 +54,60 @@ for _child, _parent in NTU25_BONES_ANATOMICAL:
 # The bone list is centred on spine shoulder (21); kinematics needs a tree rooted at the
 # spine base, so the spine chain is re-parented upwards: base -> mid -> shoulder.
 PARENT[0], PARENT[1], PARENT[20] = -1, 0, 1
-FK_ORDER = (0, 1, 20, 2, 3, 4, 5, 6, 7, 21, 22, 8, 9, 10, 11, 23, 24, 12, 13, 14, 15, 16, 17,
-            18, 19)
+FK_ORDER = (
+    0,
+    1,
+    20,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    21,
+    22,
+    8,
+    9,
+    10,
+    11,
+    23,
+    24,
+    12,
+    13,
+    14,
+    15,
+    16,
+    17,
+    18,
+    19,
+)
 
 # Rest offsets (child - parent) in units of body height, body frame: +x the body's left,
 # +y up, +z forward. Groups scale per subject: 0 torso, 1 head, 2 shoulder width, 3 arm, 4 leg.
 _REST = {
-    1: ((0, 0.13, 0), 0), 20: ((0, 0.16, 0), 0), 2: ((0, 0.04, 0), 1), 3: ((0, 0.08, 0.01), 1),
-    4: ((0.10, -0.02, 0), 2), 5: ((0, -0.17, 0), 3), 6: ((0, -0.15, 0), 3),
-    7: ((0, -0.05, 0), 3), 21: ((0, -0.04, 0.005), 3), 22: ((-0.015, -0.02, 0.02), 3),
-    8: ((-0.10, -0.02, 0), 2), 9: ((0, -0.17, 0), 3), 10: ((0, -0.15, 0), 3),
-    11: ((0, -0.05, 0), 3), 23: ((0, -0.04, 0.005), 3), 24: ((0.015, -0.02, 0.02), 3),
-    12: ((0.055, -0.03, 0), 2), 13: ((0, -0.245, 0), 4), 14: ((0, -0.245, 0), 4),
+    1: ((0, 0.13, 0), 0),
+    20: ((0, 0.16, 0), 0),
+    2: ((0, 0.04, 0), 1),
+    3: ((0, 0.08, 0.01), 1),
+    4: ((0.10, -0.02, 0), 2),
+    5: ((0, -0.17, 0), 3),
+    6: ((0, -0.15, 0), 3),
+    7: ((0, -0.05, 0), 3),
+    21: ((0, -0.04, 0.005), 3),
+    22: ((-0.015, -0.02, 0.02), 3),
+    8: ((-0.10, -0.02, 0), 2),
+    9: ((0, -0.17, 0), 3),
+    10: ((0, -0.15, 0), 3),
+    11: ((0, -0.05, 0), 3),
+    23: ((0, -0.04, 0.005), 3),
+    24: ((0.015, -0.02, 0.02), 3),
+    12: ((0.055, -0.03, 0), 2),
+    13: ((0, -0.245, 0), 4),
+    14: ((0, -0.245, 0), 4),
     15: ((0, -0.03, 0.06), 4),
-    16: ((-0.055, -0.03, 0), 2), 17: ((0, -0.245, 0), 4), 18: ((0, -0.245, 0), 4),
+    16: ((-0.055, -0.03, 0), 2),
+    17: ((0, -0.245, 0), 4),
+    18: ((0, -0.245, 0), 4),
     19: ((0, -0.03, 0.06), 4),
 }
 FEET = (14, 15, 18, 19)
@@ -77,8 +122,9 @@ def _dof(joint: int, axis: int) -> int:
 
 def _arm(side: str) -> tuple[int, int, int, float]:
     """(shoulder, elbow, wrist, abduction sign) of the left or right arm."""
-    return (L_SHOULDER, L_ELBOW, L_WRIST, 1.0) if side == "l" else \
-        (R_SHOULDER, R_ELBOW, R_WRIST, -1.0)
+    return (
+        (L_SHOULDER, L_ELBOW, L_WRIST, 1.0) if side == "l" else (R_SHOULDER, R_ELBOW, R_WRIST, -1.0)
+    )
 
 
 def _leg(side: str) -> tuple[int, int]:
@@ -113,51 +159,134 @@ def _primitive_table() -> list[Primitive]:
         hip, knee = _leg(side)
         other_sh = _arm("r" if side == "l" else "l")[0]
         add(f"raise_{side}", pose={_dof(sh, X): -2.6, _dof(el, X): -0.2})
-        add(f"wave_{side}", pose={_dof(sh, Z): 2.2 * ab, _dof(el, X): -1.3},
-            osc={_dof(el, Z): 0.55 * ab, _dof(sh, Y): 0.2})
-        add(f"punch_{side}", pose={_dof(sh, X): -0.8, _dof(el, X): -0.9, _dof(SPINE, Y): 0.15 * ab},
-            osc={_dof(sh, X): -0.7, _dof(el, X): 0.9, _dof(SPINE, Y): 0.2 * ab})
-        add(f"kick_{side}", pose={_dof(hip, X): -0.6, _dof(knee, X): 0.6},
-            osc={_dof(hip, X): -0.6, _dof(knee, X): -0.5})
-        add(f"reach_{side}", pose={_dof(sh, X): -1.5, _dof(el, X): -0.1, _dof(SPINE, X): 0.35,
-                                   _dof(sh, Y): 0.3 * ab})
-        add(f"circle_{side}", pose={_dof(sh, X): -1.2, _dof(sh, Z): 0.4 * ab},
-            osc={_dof(sh, X): -0.9}, quad={_dof(sh, Z): 0.7 * ab})
-        add(f"throw_{side}", pose={_dof(sh, X): -1.6, _dof(el, X): -0.8},
-            osc={_dof(sh, X): -1.1, _dof(el, X): 0.8, _dof(SPINE, Y): 0.35 * ab})
+        add(
+            f"wave_{side}",
+            pose={_dof(sh, Z): 2.2 * ab, _dof(el, X): -1.3},
+            osc={_dof(el, Z): 0.55 * ab, _dof(sh, Y): 0.2},
+        )
+        add(
+            f"punch_{side}",
+            pose={_dof(sh, X): -0.8, _dof(el, X): -0.9, _dof(SPINE, Y): 0.15 * ab},
+            osc={_dof(sh, X): -0.7, _dof(el, X): 0.9, _dof(SPINE, Y): 0.2 * ab},
+        )
+        add(
+            f"kick_{side}",
+            pose={_dof(hip, X): -0.6, _dof(knee, X): 0.6},
+            osc={_dof(hip, X): -0.6, _dof(knee, X): -0.5},
+        )
+        add(
+            f"reach_{side}",
+            pose={
+                _dof(sh, X): -1.5,
+                _dof(el, X): -0.1,
+                _dof(SPINE, X): 0.35,
+                _dof(sh, Y): 0.3 * ab,
+            },
+        )
+        add(
+            f"circle_{side}",
+            pose={_dof(sh, X): -1.2, _dof(sh, Z): 0.4 * ab},
+            osc={_dof(sh, X): -0.9},
+            quad={_dof(sh, Z): 0.7 * ab},
+        )
+        add(
+            f"throw_{side}",
+            pose={_dof(sh, X): -1.6, _dof(el, X): -0.8},
+            osc={_dof(sh, X): -1.1, _dof(el, X): 0.8, _dof(SPINE, Y): 0.35 * ab},
+        )
         add(f"drink_{side}", pose={_dof(sh, X): -0.7, _dof(el, X): -2.1, _dof(NECK, X): -0.25})
-        add(f"touch_head_{side}", pose={_dof(sh, Z): 1.2 * ab, _dof(sh, X): -1.3,
-                                        _dof(el, X): -2.3, _dof(NECK, Z): -0.2 * ab})
-        add(f"swing_{side}", osc={_dof(sh, X): -0.9, _dof(other_sh, X): 0.9,
-                                  _dof(el, X): -0.3})
-        add(f"lunge_{side}", pose={_dof(hip, X): -1.0, _dof(knee, X): 1.1,
-                                   _dof(SPINE, X): 0.2, _dof(ROOT, Y): 0.3 * ab})
-    add("clap", pose={_dof(L_SHOULDER, X): -1.2, _dof(R_SHOULDER, X): -1.2,
-                      _dof(L_ELBOW, X): -0.6, _dof(R_ELBOW, X): -0.6},
-        osc={_dof(L_SHOULDER, Y): -0.45, _dof(R_SHOULDER, Y): 0.45})
-    add("squat", pose={_dof(L_HIP, X): -1.4, _dof(R_HIP, X): -1.4, _dof(L_KNEE, X): 2.0,
-                       _dof(R_KNEE, X): 2.0, _dof(SPINE, X): 0.3,
-                       _dof(L_SHOULDER, X): -1.2, _dof(R_SHOULDER, X): -1.2})
+        add(
+            f"touch_head_{side}",
+            pose={
+                _dof(sh, Z): 1.2 * ab,
+                _dof(sh, X): -1.3,
+                _dof(el, X): -2.3,
+                _dof(NECK, Z): -0.2 * ab,
+            },
+        )
+        add(f"swing_{side}", osc={_dof(sh, X): -0.9, _dof(other_sh, X): 0.9, _dof(el, X): -0.3})
+        add(
+            f"lunge_{side}",
+            pose={
+                _dof(hip, X): -1.0,
+                _dof(knee, X): 1.1,
+                _dof(SPINE, X): 0.2,
+                _dof(ROOT, Y): 0.3 * ab,
+            },
+        )
+    add(
+        "clap",
+        pose={
+            _dof(L_SHOULDER, X): -1.2,
+            _dof(R_SHOULDER, X): -1.2,
+            _dof(L_ELBOW, X): -0.6,
+            _dof(R_ELBOW, X): -0.6,
+        },
+        osc={_dof(L_SHOULDER, Y): -0.45, _dof(R_SHOULDER, Y): 0.45},
+    )
+    add(
+        "squat",
+        pose={
+            _dof(L_HIP, X): -1.4,
+            _dof(R_HIP, X): -1.4,
+            _dof(L_KNEE, X): 2.0,
+            _dof(R_KNEE, X): 2.0,
+            _dof(SPINE, X): 0.3,
+            _dof(L_SHOULDER, X): -1.2,
+            _dof(R_SHOULDER, X): -1.2,
+        },
+    )
     add("bow", pose={_dof(SPINE, X): 0.9, _dof(SPINE_TOP, X): 0.3, _dof(NECK, X): 0.2})
     add("twist", osc={_dof(SPINE, Y): 0.55, _dof(SPINE_TOP, Y): 0.2})
     add("side_bend", osc={_dof(SPINE, Z): 0.45, _dof(SPINE_TOP, Z): 0.15})
     add("nod", osc={_dof(NECK, X): 0.4})
     add("shake_head", osc={_dof(NECK, Y): 0.6})
-    add("step", osc={_dof(L_HIP, X): -0.45, _dof(R_HIP, X): 0.45},
-        quad={_dof(L_KNEE, X): 0.55, _dof(R_KNEE, X): -0.55})
-    add("jump", pose={_dof(L_KNEE, X): 0.5, _dof(R_KNEE, X): 0.5, _dof(L_HIP, X): -0.3,
-                      _dof(R_HIP, X): -0.3},
-        osc={ROOT_T + Y: 0.12, _dof(L_SHOULDER, X): -0.5, _dof(R_SHOULDER, X): -0.5})
+    add(
+        "step",
+        osc={_dof(L_HIP, X): -0.45, _dof(R_HIP, X): 0.45},
+        quad={_dof(L_KNEE, X): 0.55, _dof(R_KNEE, X): -0.55},
+    )
+    add(
+        "jump",
+        pose={
+            _dof(L_KNEE, X): 0.5,
+            _dof(R_KNEE, X): 0.5,
+            _dof(L_HIP, X): -0.3,
+            _dof(R_HIP, X): -0.3,
+        },
+        osc={ROOT_T + Y: 0.12, _dof(L_SHOULDER, X): -0.5, _dof(R_SHOULDER, X): -0.5},
+    )
     add("turn", pose={_dof(ROOT, Y): 1.6})
-    add("sit", pose={_dof(L_HIP, X): -1.5, _dof(R_HIP, X): -1.5, _dof(L_KNEE, X): 1.5,
-                     _dof(R_KNEE, X): 1.5, ROOT_T + Z: -0.25})
-    add("arms_up", pose={_dof(L_SHOULDER, Z): 2.7, _dof(R_SHOULDER, Z): -2.7},
-        osc={_dof(L_ELBOW, Z): 0.3, _dof(R_ELBOW, Z): -0.3})
-    add("cross_arms", pose={_dof(L_SHOULDER, Y): -0.7, _dof(R_SHOULDER, Y): 0.7,
-                            _dof(L_ELBOW, X): -1.6, _dof(R_ELBOW, X): -1.6,
-                            _dof(L_SHOULDER, X): -0.5, _dof(R_SHOULDER, X): -0.5})
-    add("shrug", osc={_dof(SPINE_TOP, X): -0.12, _dof(L_SHOULDER, Z): 0.35,
-                      _dof(R_SHOULDER, Z): -0.35})
+    add(
+        "sit",
+        pose={
+            _dof(L_HIP, X): -1.5,
+            _dof(R_HIP, X): -1.5,
+            _dof(L_KNEE, X): 1.5,
+            _dof(R_KNEE, X): 1.5,
+            ROOT_T + Z: -0.25,
+        },
+    )
+    add(
+        "arms_up",
+        pose={_dof(L_SHOULDER, Z): 2.7, _dof(R_SHOULDER, Z): -2.7},
+        osc={_dof(L_ELBOW, Z): 0.3, _dof(R_ELBOW, Z): -0.3},
+    )
+    add(
+        "cross_arms",
+        pose={
+            _dof(L_SHOULDER, Y): -0.7,
+            _dof(R_SHOULDER, Y): 0.7,
+            _dof(L_ELBOW, X): -1.6,
+            _dof(R_ELBOW, X): -1.6,
+            _dof(L_SHOULDER, X): -0.5,
+            _dof(R_SHOULDER, X): -0.5,
+        },
+    )
+    add(
+        "shrug",
+        osc={_dof(SPINE_TOP, X): -0.12, _dof(L_SHOULDER, Z): 0.35, _dof(R_SHOULDER, Z): -0.35},
+    )
     add("sway", osc={ROOT_T + X: 0.08, _dof(ROOT, Z): 0.12})
     return prims
 
@@ -165,8 +294,18 @@ def _primitive_table() -> list[Primitive]:
 PRIMITIVES = _primitive_table()
 _PRIM_INDEX = {p.name: i for i, p in enumerate(PRIMITIVES)}
 # Primitives a responding second actor uses in interaction classes.
-_RESPONSES = ("reach_r", "reach_l", "bow", "step", "raise_r", "punch_r", "lunge_l", "turn",
-              "cross_arms", "clap")
+_RESPONSES = (
+    "reach_r",
+    "reach_l",
+    "bow",
+    "step",
+    "raise_r",
+    "punch_r",
+    "lunge_l",
+    "turn",
+    "cross_arms",
+    "clap",
+)
 
 
 def _coef_matrix(field: str) -> np.ndarray:
@@ -190,16 +329,16 @@ class ClassTable:
     """
 
     names: tuple[str, ...]
-    prim: np.ndarray          # (K, SLOTS) int
-    amp: np.ndarray           # (K, SLOTS)
-    freq: np.ndarray          # (K, SLOTS) cycles per action
-    phase: np.ndarray         # (K, SLOTS)
-    start: np.ndarray         # (K, SLOTS)
-    end: np.ndarray           # (K, SLOTS)
-    base_frames: np.ndarray   # (K,)
-    two_person: np.ndarray    # (K,) bool
+    prim: np.ndarray  # (K, SLOTS) int
+    amp: np.ndarray  # (K, SLOTS)
+    freq: np.ndarray  # (K, SLOTS) cycles per action
+    phase: np.ndarray  # (K, SLOTS)
+    start: np.ndarray  # (K, SLOTS)
+    end: np.ndarray  # (K, SLOTS)
+    base_frames: np.ndarray  # (K,)
+    two_person: np.ndarray  # (K,) bool
     partner_prim: np.ndarray  # (K, 2) int, -1 unused
-    partner_lag: np.ndarray   # (K,)
+    partner_lag: np.ndarray  # (K,)
     partner_distance: np.ndarray  # (K,)
 
 
@@ -223,8 +362,9 @@ def make_class_table(num_classes: int, class_seed: int = 0) -> ClassTable:
                 seen.add(key)
                 break
         prim[k, :count] = chosen
-        names.append(f"A{k + 1:03d} " + "+".join(PRIMITIVES[i].name for i in chosen)
-                     + f" f{freq_band}")
+        names.append(
+            f"A{k + 1:03d} " + "+".join(PRIMITIVES[i].name for i in chosen) + f" f{freq_band}"
+        )
     amp = rng.uniform(0.6, 1.15, prim.shape)
     amp[:, 1:] *= rng.uniform(0.5, 0.9, (num_classes, SLOTS - 1))
     band = np.array([int(n.rsplit("f", 1)[1]) for n in names])[:, None]
@@ -241,9 +381,20 @@ def make_class_table(num_classes: int, class_seed: int = 0) -> ClassTable:
         if rng.random() < 0.5:
             partner[k, 1] = _PRIM_INDEX[_RESPONSES[picks[1]]]
         names[k] += " | partner " + "+".join(PRIMITIVES[i].name for i in partner[k] if i >= 0)
-    return ClassTable(tuple(names), prim, amp, freq, phase, start, end, base_frames, two_person,
-                      partner, rng.uniform(0.05, 0.3, num_classes),
-                      rng.uniform(0.7, 1.2, num_classes))
+    return ClassTable(
+        tuple(names),
+        prim,
+        amp,
+        freq,
+        phase,
+        start,
+        end,
+        base_frames,
+        two_person,
+        partner,
+        rng.uniform(0.05, 0.3, num_classes),
+        rng.uniform(0.7, 1.2, num_classes),
+    )
 
 
 @dataclass(frozen=True)
@@ -268,16 +419,20 @@ def make_subjects(num_subjects: int, seed: int) -> Subjects:
     posture[:, _dof(NECK, X)] = rng.normal(0.0, 0.08, num_subjects)
     for sh, sign in ((L_SHOULDER, 1.0), (R_SHOULDER, -1.0)):
         posture[:, _dof(sh, Z)] = sign * rng.uniform(0.05, 0.25, num_subjects)
-    posture[:, _dof(L_ELBOW, X)] = posture[:, _dof(R_ELBOW, X)] = -rng.uniform(0.05, 0.4,
-                                                                                num_subjects)
+    posture[:, _dof(L_ELBOW, X)] = posture[:, _dof(R_ELBOW, X)] = -rng.uniform(
+        0.05, 0.4, num_subjects
+    )
     for hip, sign in ((L_HIP, 1.0), (R_HIP, -1.0)):
         posture[:, _dof(hip, Z)] = sign * rng.uniform(0.0, 0.12, num_subjects)
-    return Subjects(offsets, posture, rng.uniform(0.04, 0.12, num_subjects).astype(np.float32),
-                    rng.uniform(0.7, 1.3, num_subjects).astype(np.float32))
+    return Subjects(
+        offsets,
+        posture,
+        rng.uniform(0.04, 0.12, num_subjects).astype(np.float32),
+        rng.uniform(0.7, 1.3, num_subjects).astype(np.float32),
+    )
 
 
-def _envelope(u: np.ndarray, start: np.ndarray, end: np.ndarray, ramp: float = 0.12
-              ) -> np.ndarray:
+def _envelope(u: np.ndarray, start: np.ndarray, end: np.ndarray, ramp: float = 0.12) -> np.ndarray:
     """Smooth raise-hold-lower in [0, 1]: u (N, T), start/end (N,) -> (N, T)."""
     r = np.clip((end - start) / 2, 0.02, ramp)[:, None]
     up = np.clip((u - start[:, None]) / r, 0, 1)
@@ -286,8 +441,15 @@ def _envelope(u: np.ndarray, start: np.ndarray, end: np.ndarray, ramp: float = 0
     return s * s * (3 - 2 * s)
 
 
-def _slot_angles(u: np.ndarray, prim: np.ndarray, amp: np.ndarray, freq: np.ndarray,
-                 phase: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+def _slot_angles(
+    u: np.ndarray,
+    prim: np.ndarray,
+    amp: np.ndarray,
+    freq: np.ndarray,
+    phase: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+) -> np.ndarray:
     """Angles (N, T, NUM_DOF) from primitive slots: prim/amp/... (N, S); u (N, T)."""
     out = np.zeros((*u.shape, NUM_DOF), np.float32)
     for s in range(prim.shape[1]):
@@ -394,8 +556,7 @@ def _performances(spec: SyntheticSpec) -> dict[str, np.ndarray]:
         "phase_jitter": rng.uniform(-np.pi, np.pi, (n, SLOTS)),
         "time_shift": rng.uniform(-0.15, 0.15, (n, SLOTS)),
         # Like NTU, replication 1 faces the left camera and replication 2 the right one.
-        "facing": np.deg2rad(np.where(replication == 1, 45.0, -45.0)
-                             + rng.uniform(-15, 15, n)),
+        "facing": np.deg2rad(np.where(replication == 1, 45.0, -45.0) + rng.uniform(-15, 15, n)),
         "cam_height": rng.uniform(-0.3, 0.3, n),
         "cam_pitch": np.deg2rad(rng.uniform(-10, 10, n)),
         "sway_seed": rng.integers(0, 2**31, n),
@@ -413,9 +574,15 @@ def _sway(rng: np.random.Generator, n: int, frames: int, amp: np.ndarray) -> np.
     return out * amp[:, None, None]
 
 
-def _pose_chunk(spec: SyntheticSpec, table: ClassTable, subjects: Subjects,
-                perf: dict[str, np.ndarray], idx: np.ndarray, frames: np.ndarray,
-                rng: np.random.Generator) -> np.ndarray:
+def _pose_chunk(
+    spec: SyntheticSpec,
+    table: ClassTable,
+    subjects: Subjects,
+    perf: dict[str, np.ndarray],
+    idx: np.ndarray,
+    frames: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """World-frame joints of performances ``idx``: (n, M=2, T_chunk, V, 3)."""
     n, T = idx.size, int(frames.max())
     cls = perf["cls"][idx]
@@ -424,9 +591,14 @@ def _pose_chunk(spec: SyntheticSpec, table: ClassTable, subjects: Subjects,
     u = np.clip(t / (frames[:, None] - 1), 0, 1).astype(np.float32)
     shift = perf["time_shift"][idx]
     angles = _slot_angles(
-        u, table.prim[cls], table.amp[cls] * perf["amp"][idx] * subjects.vigour[subj][:, None],
-        table.freq[cls] * perf["freq_jitter"][idx], table.phase[cls] + perf["phase_jitter"][idx],
-        np.clip(table.start[cls] + shift, 0, 0.5), np.clip(table.end[cls] + shift, 0.5, 1.0))
+        u,
+        table.prim[cls],
+        table.amp[cls] * perf["amp"][idx] * subjects.vigour[subj][:, None],
+        table.freq[cls] * perf["freq_jitter"][idx],
+        table.phase[cls] + perf["phase_jitter"][idx],
+        np.clip(table.start[cls] + shift, 0, 0.5),
+        np.clip(table.end[cls] + shift, 0.5, 1.0),
+    )
     angles += subjects.posture[subj][:, None]
     angles += _sway(rng, n, T, subjects.sway_amp[subj])
     bodies = np.zeros((n, 2, T, V, 3), np.float32)
@@ -442,21 +614,28 @@ def _pose_chunk(spec: SyntheticSpec, table: ClassTable, subjects: Subjects,
         slots = np.full((pair.size, SLOTS), -1)
         slots[:, :2] = table.partner_prim[k]
         ones = np.ones((pair.size, SLOTS))
-        a2 = _slot_angles(u2, slots, 0.9 * ones, table.freq[k], table.phase[k] + 1.0,
-                          np.full_like(ones, 0.1), np.full_like(ones, 0.9))
+        a2 = _slot_angles(
+            u2,
+            slots,
+            0.9 * ones,
+            table.freq[k],
+            table.phase[k] + 1.0,
+            np.full_like(ones, 0.1),
+            np.full_like(ones, 0.9),
+        )
         a2 += subjects.posture[partner_subj][:, None]
         a2 += _sway(rng, pair.size, T, subjects.sway_amp[partner_subj])
         p2 = forward_kinematics(a2, subjects.offsets[partner_subj])
-        turn = rotation_matrices(np.stack([np.zeros(pair.size), np.full(pair.size, np.pi),
-                                           np.zeros(pair.size)], 1))
+        turn = rotation_matrices(
+            np.stack([np.zeros(pair.size), np.full(pair.size, np.pi), np.zeros(pair.size)], 1)
+        )
         p2 = rotate(p2, turn)
         p2[..., Z] += table.partner_distance[k][:, None, None]
         bodies[pair, 1] = p2
     return bodies
 
 
-def _camera_view(bodies: np.ndarray, perf: dict[str, np.ndarray], idx: np.ndarray
-                 ) -> np.ndarray:
+def _camera_view(bodies: np.ndarray, perf: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
     """Body-frame joints seen from each sample's camera: Kinect axes (x right, y up, z away).
 
     bodies (n, M, T, V, 3) -> same shape.
@@ -499,7 +678,7 @@ def generate(spec: SyntheticSpec, chunk_size: int = 256) -> Iterator[Sample]:
     order = np.argsort(frames, kind="stable")
     xsub_train = set(NTU60_XSUB_TRAIN)
     for lo in range(0, order.size, chunk_size):
-        idx = np.sort(order[lo:lo + chunk_size])
+        idx = np.sort(order[lo : lo + chunk_size])
         rng = np.random.default_rng([spec.seed, 2, int(lo)])
         bodies = _pose_chunk(spec, table, subjects, perf, idx, frames[idx], rng)
         seen = _camera_view(bodies, perf, idx)
@@ -518,19 +697,28 @@ def generate(spec: SyntheticSpec, chunk_size: int = 256) -> Iterator[Sample]:
             setup, rep = int(perf["setup"][p]), int(perf["replication"][p])
             yield Sample(
                 sample_id=f"S{setup:03d}C{view:03d}P{subject:03d}R{rep:03d}A{k + 1:03d}"
-                          f"N{int(p):05d}",
-                joints=x, label=k, subject=subject, view=view, setup=setup, replication=rep,
-                splits=_splits_of(k, subject, view, spec, xsub_train))
+                f"N{int(p):05d}",
+                joints=x,
+                label=k,
+                subject=subject,
+                view=view,
+                setup=setup,
+                replication=rep,
+                splits=_splits_of(k, subject, view, spec, xsub_train),
+            )
 
 
-def _splits_of(label: int, subject: int, view: int, spec: SyntheticSpec,
-               xsub_train: set[int]) -> frozenset[str]:
+def _splits_of(
+    label: int, subject: int, view: int, spec: SyntheticSpec, xsub_train: set[int]
+) -> frozenset[str]:
     if label >= spec.num_base_classes:
         return frozenset({"fewshot_gallery" if subject in xsub_train else "fewshot_query"})
-    return frozenset({
-        "xsub_train" if subject in xsub_train else "xsub_test",
-        "xview_train" if view in XVIEW_TRAIN_VIEWS else "xview_test",
-    })
+    return frozenset(
+        {
+            "xsub_train" if subject in xsub_train else "xsub_test",
+            "xview_train" if view in XVIEW_TRAIN_VIEWS else "xview_test",
+        }
+    )
 
 
 def dataset_info(spec: SyntheticSpec) -> dict:
@@ -540,15 +728,23 @@ def dataset_info(spec: SyntheticSpec) -> dict:
         "layout": NTU25,
         "class_names": list(table.names),
         "split_names": split_names(spec),
-        "protocols": {"xsub": {"train": "xsub_train", "test": "xsub_test"},
-                      "xview": {"train": "xview_train", "test": "xview_test"}},
+        "protocols": {
+            "xsub": {"train": "xsub_train", "test": "xsub_test"},
+            "xview": {"train": "xview_train", "test": "xview_test"},
+        },
         "default_protocol": "xsub",
         "fewshot": None,
-        "source": {"format": "synthetic", "generator": "stars.data.synthetic",
-                   "spec": {k: getattr(spec, k) for k in spec.__dataclass_fields__}},
+        "source": {
+            "format": "synthetic",
+            "generator": "stars.data.synthetic",
+            "spec": {k: getattr(spec, k) for k in spec.__dataclass_fields__},
+        },
     }
     if spec.num_classes > spec.num_base_classes:
-        info["fewshot"] = {"gallery": "fewshot_gallery", "query": "fewshot_query",
-                           "classes": list(range(spec.num_base_classes, spec.num_classes)),
-                           "pretrain_split": "xsub_train"}
+        info["fewshot"] = {
+            "gallery": "fewshot_gallery",
+            "query": "fewshot_query",
+            "classes": list(range(spec.num_base_classes, spec.num_classes)),
+            "pretrain_split": "xsub_train",
+        }
     return info

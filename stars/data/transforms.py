@@ -28,9 +28,12 @@ def valid_lengths(x: np.ndarray) -> np.ndarray:
     return np.where(nonzero.any(axis=1), last, 0).astype(np.int64)
 
 
-def crop_windows(lengths: np.ndarray, rng: np.random.Generator | None,
-                 ratio: tuple[float, float] | float, min_frames: int = 64
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def crop_windows(
+    lengths: np.ndarray,
+    rng: np.random.Generator | None,
+    ratio: tuple[float, float] | float,
+    min_frames: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
     """Start and length of the crop of each sequence.
 
     Args:
@@ -54,8 +57,9 @@ def crop_windows(lengths: np.ndarray, rng: np.random.Generator | None,
     return start, crop
 
 
-def resize_windows(x: np.ndarray, start: np.ndarray, crop: np.ndarray, out_frames: int
-                   ) -> np.ndarray:
+def resize_windows(
+    x: np.ndarray, start: np.ndarray, crop: np.ndarray, out_frames: int
+) -> np.ndarray:
     """Linear resize of each sequence's window [start, start + crop) to ``out_frames``.
 
     Args:
@@ -84,9 +88,17 @@ def rotation_matrices(angles: np.ndarray) -> np.ndarray:
     """Rotation R = Rz @ Ry @ Rx per row of angles (..., 3) in radians -> (..., 3, 3) float32."""
     cx, cy, cz = np.moveaxis(np.cos(angles), -1, 0)
     sx, sy, sz = np.moveaxis(np.sin(angles), -1, 0)
-    rows = (cz * cy, cz * sy * sx - sz * cx, cz * sy * cx + sz * sx,
-            sz * cy, sz * sy * sx + cz * cx, sz * sy * cx - cz * sx,
-            -sy, cy * sx, cy * cx)
+    rows = (
+        cz * cy,
+        cz * sy * sx - sz * cx,
+        cz * sy * cx + sz * sx,
+        sz * cy,
+        sz * sy * sx + cz * cx,
+        sz * sy * cx - cz * sx,
+        -sy,
+        cy * sx,
+        cy * cx,
+    )
     return np.stack(rows, -1).reshape(*angles.shape[:-1], 3, 3).astype(np.float32)
 
 
@@ -117,9 +129,59 @@ def to_model_layout(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 1, 3, 4))
 
 
-def train_view(joints: np.ndarray, lengths: np.ndarray, rng: np.random.Generator, *,
-               out_frames: int = 120, ratio: tuple[float, float] = (0.5, 1.0),
-               min_frames: int = 64, max_angle: float = 0.3) -> np.ndarray:
+def resample_to_model_layout(
+    joints: np.ndarray,
+    start: np.ndarray,
+    crop: np.ndarray,
+    out_frames: int,
+    rot: np.ndarray | None = None,
+) -> np.ndarray:
+    """Crop-resize (and optionally rotate) straight into the model layout.
+
+    The fused form of :func:`resize_windows` + :func:`rotate` + :func:`to_model_layout`: one
+    gather per actor, the interpolation in place, and the rotation written directly into the
+    (B, M, T, V, 3) output, so no full-size temporary is transposed afterwards.
+
+    Args:
+        joints: (B, T, M, V, 3). start, crop: (B,) windows. rot: (B, 3, 3) or None.
+    Returns:
+        (B, M, out_frames, V, 3) float32.
+    """
+    B, T, M, V, C = joints.shape
+    flat = joints.reshape(B * T, M, V * C)
+    scale = crop.astype(np.float32) / out_frames
+    src = (np.arange(out_frames, dtype=np.float32)[None] + 0.5) * scale[:, None] - 0.5
+    src = np.clip(src, 0.0, (crop - 1).astype(np.float32)[:, None])
+    i0 = np.floor(src).astype(np.int64)
+    w = (src - i0).astype(np.float32)[..., None]
+    base = (np.arange(B, dtype=np.int64) * T + start)[:, None]
+    rows0 = base + i0
+    rows1 = base + np.minimum(i0 + 1, (crop - 1)[:, None])
+    out = np.empty((B, M, out_frames, V, C), np.float32)
+    rot_t = None if rot is None else rot.transpose(0, 2, 1)
+    for m in range(M):  # actors (2), not samples
+        a = flat[rows0, m]
+        b = flat[rows1, m]
+        b -= a
+        b *= w
+        b += a  # (B, out_frames, V*C)
+        if rot_t is None:
+            out[:, m] = b.reshape(B, out_frames, V, C)
+        else:
+            out[:, m] = (b.reshape(B, -1, C) @ rot_t).reshape(B, out_frames, V, C)
+    return out
+
+
+def train_view(
+    joints: np.ndarray,
+    lengths: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    out_frames: int = 120,
+    ratio: tuple[float, float] = (0.5, 1.0),
+    min_frames: int = 64,
+    max_angle: float = 0.3,
+) -> np.ndarray:
     """Random crop-resize and rotation (MAMP training input).
 
     Args:
@@ -129,14 +191,13 @@ def train_view(joints: np.ndarray, lengths: np.ndarray, rng: np.random.Generator
         (B, M, out_frames, V, 3) float32.
     """
     start, crop = crop_windows(lengths, rng, ratio, min_frames)
-    out = resize_windows(joints, start, crop, out_frames)
-    if max_angle > 0:
-        out = rotate(out, random_rotation(rng, out.shape[0], max_angle))
-    return to_model_layout(out)
+    rot = random_rotation(rng, len(joints), max_angle) if max_angle > 0 else None
+    return resample_to_model_layout(joints, start, crop, out_frames, rot)
 
 
-def eval_view(joints: np.ndarray, lengths: np.ndarray, *, out_frames: int = 120,
-              ratio: float = 0.95) -> np.ndarray:
+def eval_view(
+    joints: np.ndarray, lengths: np.ndarray, *, out_frames: int = 120, ratio: float = 0.95
+) -> np.ndarray:
     """Deterministic centred crop-resize: (B, T, M, V, 3) -> (B, M, out_frames, V, 3)."""
     start, crop = crop_windows(lengths, None, ratio)
-    return to_model_layout(resize_windows(joints, start, crop, out_frames))
+    return resample_to_model_layout(joints, start, crop, out_frames)

@@ -1,0 +1,59 @@
+"""Typed configuration of the data concern: where the data is and how batches are made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The embedded synthetic dataset, generated and cached on first use."""
+
+    num_classes: int = 120
+    samples_per_class: int = 60
+    num_base_classes: int = 60
+    seed: int = 0
+    cache_dir: str = "data/synthetic"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Input pipeline (MAMP defaults, protocols.md §4).
+
+    Attributes:
+        path: dataset directory (``manifest.json`` + shards); empty means the embedded
+            synthetic dataset described by ``synthetic``.
+        protocol: train/test split pair from the manifest; empty means its default.
+        num_frames: frames per sequence fed to the model (T).
+        train_crop: range of the random crop ratio for training.
+        min_crop_frames: shortest training crop (capped at the valid length).
+        eval_crop: centred crop ratio for evaluation.
+        rotation: max rotation angle (radians) about each axis for training; 0 disables.
+        batch_size: per-worker batch size.
+        shuffle_buffer: local shuffle buffer (rows) on each worker; 0 disables.
+        map_batch_size: rows per Ray Data transform task.
+        seed: fixes the training augmentation per sample batch (tests, debugging); None draws
+            fresh randomness each pass, as training wants.
+    """
+
+    path: str = ""
+    protocol: str = ""
+    num_frames: int = 120
+    train_crop: tuple[float, float] = (0.5, 1.0)
+    min_crop_frames: int = 64
+    eval_crop: float = 0.95
+    rotation: float = 0.3
+    batch_size: int = 32
+    shuffle_buffer: int = 512
+    map_batch_size: int = 256
+    seed: int | None = None
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.train_crop
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"train_crop must satisfy 0 < lo <= hi <= 1, got {self.train_crop}")
+        if not 0 < self.eval_crop <= 1:
+            raise ValueError(f"eval_crop must be in (0, 1], got {self.eval_crop}")
+        if self.num_frames < 1 or self.batch_size < 1 or self.map_batch_size < 1:
+            raise ValueError("num_frames, batch_size and map_batch_size must be >= 1")
