@@ -86,7 +86,7 @@ def per_sample_mamp_style(
     out = np.empty((len(x), 3, out_frames, 25, 2), np.float32)
     for i, seq in enumerate(x):
         data = np.ascontiguousarray(seq.transpose(3, 0, 2, 1))  # C T V M
-        C, T, V, M = data.shape
+        C, _, V, M = data.shape
         valid = int(np.sum(data.sum(0).sum(-1).sum(-1) != 0))
         crop = min(max(int(np.floor(valid * rng.uniform(0.5, 1.0))), 64), valid)
         start = int(rng.integers(0, valid - crop + 1))
