@@ -56,3 +56,23 @@ def ray_local():
     finally:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _shared_data_root() -> Path:
+    env = os.environ.get("STARS_SHARED_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real research recordings (never copied into the repo). CI always has them, so a
+    missing directory fails there; elsewhere the test is skipped with the reason."""
+    root = _shared_data_root()
+    if not (root / "ntu_rgbd_samples").is_dir():
+        message = f"real recordings not found at {root} (set STARS_SHARED_DATA)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return root

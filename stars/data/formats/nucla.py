@@ -1,0 +1,134 @@
+"""Northwestern-UCLA (``all_sqe`` JSON): 20 Kinect-v1 joints, one person, 10 classes.
+
+Kept at V=20 natively (layout ``kinect20``) or mapped to the NTU layout. Protocols: cross-view
+(views 1-2 train, 3 test; the default) and cross-subject (``train_subjects``, 1-5 by default).
+Single-frame sequences are kept: the standard protocol counts them (1,020 / 464).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from stars.data.formats.convert import ConversionResult, Parsed, Rejected, run_conversion
+from stars.data.shards import Sample
+from stars.skeleton import KINECT20, NTU25, kinect20_to_ntu25
+
+NAME_RE = re.compile(r"a(\d+)_s(\d+)_e(\d+)_v(\d+)")
+CLASS_NAMES = (
+    "pick up with one hand",
+    "pick up with two hands",
+    "drop trash",
+    "walk around",
+    "sit down",
+    "stand up",
+    "donning",
+    "doffing",
+    "throw",
+    "carry",
+)
+XVIEW_TRAIN_VIEWS = (1, 2)
+DEFAULT_TRAIN_SUBJECTS = (1, 2, 3, 4, 5)
+
+
+def parse_file(
+    path: str, map_to_ntu: bool = False, train_subjects: Sequence[int] = DEFAULT_TRAIN_SUBJECTS
+) -> Parsed:
+    name = Path(path).stem
+    match = NAME_RE.fullmatch(name)
+    if match is None:
+        raise Rejected("file name does not match aAA_sSS_eEE_vVV")
+    _, subject, episode, view = (int(g) for g in match.groups())
+    try:
+        record = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise Rejected(f"truncated or invalid JSON ({type(err).__name__})") from None
+    if not isinstance(record, dict) or "skeletons" not in record or "label" not in record:
+        raise Rejected("JSON lacks 'skeletons' or 'label'")
+    label = record["label"]
+    if not isinstance(label, int) or not 1 <= label <= len(CLASS_NAMES):
+        raise Rejected(f"unknown label {label!r}")
+    try:
+        x = np.asarray(record["skeletons"], dtype=np.float64)
+    except (ValueError, TypeError):
+        raise Rejected("non-numeric token or ragged skeleton array") from None
+    if x.ndim != 3 or x.shape[1:] != (20, 3):
+        raise Rejected(f"wrong joint count: skeletons have shape {x.shape}, expected (T, 20, 3)")
+    if len(x) == 0:
+        raise Rejected("zero-length sequence")
+    if not np.isfinite(x).all():
+        raise Rejected("NaN/inf joint coordinates")
+    x = x.astype(np.float32)
+    if map_to_ntu:
+        x = kinect20_to_ntu25(x)
+    x = x - x[0, 1]  # centre on the spine (NTU's spine mid) of the first frame
+    splits = {
+        "xview_train" if view in XVIEW_TRAIN_VIEWS else "xview_test",
+        "xsub_train" if subject in train_subjects else "xsub_test",
+    }
+    return Parsed(
+        [
+            Sample(
+                name,
+                x[:, None],
+                label - 1,
+                subject=subject,
+                view=view,
+                replication=episode,
+                splits=splits,
+            )
+        ]
+    )
+
+
+def convert_nucla(
+    source: str | Path,
+    out_dir: str | Path,
+    *,
+    map_to_ntu: bool = False,
+    train_subjects: Sequence[int] = DEFAULT_TRAIN_SUBJECTS,
+    t_max: int = 300,
+    strict: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+) -> ConversionResult:
+    files = sorted(Path(source).rglob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"no .json files under {source}")
+    writer_args = {
+        "layout": NTU25 if map_to_ntu else KINECT20,
+        "class_names": list(CLASS_NAMES),
+        "num_bodies": 1,
+        "t_max": t_max,
+        "split_names": ["xview_train", "xview_test", "xsub_train", "xsub_test"],
+        "protocols": {
+            "xview": {"train": "xview_train", "test": "xview_test"},
+            "xsub": {"train": "xsub_train", "test": "xsub_test"},
+        },
+        "default_protocol": "xview",
+        "source": {
+            "format": "nucla",
+            "path": str(source),
+            "map_to_ntu": map_to_ntu,
+            "train_subjects": list(train_subjects),
+        },
+    }
+    parse = functools.partial(
+        parse_file, map_to_ntu=map_to_ntu, train_subjects=tuple(train_subjects)
+    )
+    return run_conversion(
+        out_dir,
+        [(f.name, str(f)) for f in files],
+        parse,
+        writer_args,
+        strict=strict,
+        workers=workers,
+        progress=progress,
+        desc="n-ucla",
+        total=len(files),
+    )
