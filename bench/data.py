@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -221,8 +222,49 @@ def bench_ray_streaming(num_classes: int = 60, per_class: int = 70) -> list[Resu
     ]
 
 
+def _shared_data() -> Path:
+    env = os.environ.get("STARS_SHARED_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def bench_ntu_parse() -> list[Result]:
+    """Parse + standard cleaning of the real NTU sample files, one process."""
+    from stars.data.formats.ntu import NtuOptions, parse_file
+
+    files = sorted((_shared_data() / "ntu_rgbd_samples").glob("*.skeleton"))
+    if not files:
+        return [
+            Result(
+                "ntu_parse_clean_files_per_s_per_core",
+                0.0,
+                "files/s",
+                None,
+                ">= 150 files/s per core",
+                f"skipped: no NTU samples under {_shared_data()} (set STARS_SHARED_DATA)",
+            )
+        ]
+    options = NtuOptions("ntu60")
+
+    def parse_all() -> int:
+        for f in files:
+            parse_file(str(f), options)
+        return len(files)
+
+    return [
+        Result(
+            "ntu_parse_clean_files_per_s_per_core",
+            rate(parse_all),
+            "files/s",
+            None,
+            ">= 150 files/s per core",
+            f"{len(files)} real .skeleton files (70-124 frames, 1-2 bodies)",
+        )
+    ]
+
+
 BENCHMARKS = {
     "transforms": bench_transforms,
     "synthetic": bench_synthetic_generation,
     "ray_stream": bench_ray_streaming,
+    "ntu_parse": bench_ntu_parse,
 }

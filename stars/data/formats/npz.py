@@ -7,8 +7,12 @@ the zip member in row chunks, so a 10 GB file never sits in memory.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import struct
+import tokenize
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,20 +24,57 @@ from stars.data.shards import DataError, Sample
 from stars.skeleton import NTU25
 
 PARTS = ("train", "test")
+# What a damaged zip / .npy raises from deep inside zipfile, zlib and numpy.
+DAMAGE = (
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    TypeError,
+    OverflowError,
+    SyntaxError,
+    tokenize.TokenError,
+    zipfile.BadZipFile,
+    zlib.error,
+    struct.error,
+    NotImplementedError,
+)
+
+
+@contextlib.contextmanager
+def _damage_is_data_error(path: Path | str, what: str) -> Iterator[None]:
+    try:
+        yield
+    except DataError:
+        raise
+    except DAMAGE as err:
+        raise DataError(
+            f"{path}: damaged .npz while reading {what} ({type(err).__name__}: {err})"
+        ) from None
+
+
+def _read_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) of the .npy stream at ``fh`` (positioned at its start)."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fh)
+    return np.lib.format.read_array_header_2_0(fh)
 
 
 def _member_header(zf: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype, bool]:
     with zf.open(f"{key}.npy") as fh:
-        version = np.lib.format.read_magic(fh)
-        shape, fortran, dtype = np.lib.format._read_array_header(fh, version)
+        shape, fortran, dtype = _read_header(fh)
     return shape, dtype, fortran
 
 
 def iter_rows(path: str | Path, key: str, chunk: int = 512) -> Iterator[np.ndarray]:
-    """Yield consecutive row blocks of array ``key`` of an ``.npz`` without loading it all."""
-    with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as fh:
-        version = np.lib.format.read_magic(fh)
-        shape, fortran, dtype = np.lib.format._read_array_header(fh, version)
+    """Yield consecutive row blocks of array ``key`` of an ``.npz`` without loading it all.
+
+    Raises:
+        DataError naming the file when the archive or the array is damaged.
+    """
+    with _damage_is_data_error(path, key), zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as fh:
+        shape, fortran, dtype = _read_header(fh)
         if fortran:
             raise DataError(f"{path}: {key} is Fortran-ordered; re-save it in C order")
         row = int(np.prod(shape[1:])) * dtype.itemsize
@@ -46,8 +87,10 @@ def iter_rows(path: str | Path, key: str, chunk: int = 512) -> Iterator[np.ndarr
 
 
 def _labels(zf_path: Path, key: str) -> np.ndarray:
-    with np.load(zf_path) as data:
+    with _damage_is_data_error(zf_path, key), np.load(zf_path, allow_pickle=False) as data:
         y = np.asarray(data[key])
+    if y.size == 0 or y.ndim not in (1, 2) or not np.isfinite(y).all():
+        raise DataError(f"{zf_path}: {key} is not a one-hot matrix or label vector")
     return y.argmax(axis=1) if y.ndim == 2 else y.astype(np.int64).ravel()
 
 
@@ -89,11 +132,7 @@ def convert_npz(
 ) -> ConversionResult:
     """Convert one preprocessed ``.npz`` (both parts) into shards."""
     path = Path(source)
-    try:
-        zf = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path}: not a readable .npz ({err})") from err
-    with zf:
+    with _damage_is_data_error(path, "the archive index"), zipfile.ZipFile(path) as zf:
         members = {Path(n).stem for n in zf.namelist()}
         missing = [k for p in PARTS for k in (f"x_{p}", f"y_{p}") if k not in members]
         if missing:
