@@ -101,7 +101,7 @@ def _corrupt(text: str, how: str, rng: np.random.Generator) -> str:
         return text[: int(rng.integers(10, len(text) - 10))]
     if how == "garbage":
         i = int(rng.integers(5, len(lines)))
-        return "".join(lines[:i] + ["0.1 0.2 abc 0.4\r\n"] + lines[i + 1 :])
+        return "".join([*lines[:i], "0.1 0.2 abc 0.4\r\n", *lines[i + 1 :]])
     i = int(rng.integers(5, len(lines) - 2))
     return "".join(lines[:i] + lines[i + 1 :])  # drop a line
 

@@ -148,7 +148,7 @@ def test_arrays_subject_and_stratified_splits(tmp_path):
     by_subject = convert_arrays(root, tmp_path / "a", train_subjects=[1, 2], progress=False)
     assert by_subject.manifest["splits"] == {"xsub_train": 8, "xsub_test": 12}
     assert by_subject.manifest["layout"]["name"] == "ntu25"
-    strat = convert_arrays(root, tmp_path / "b", test_fraction=0.3, seed=3, progress=False)
+    convert_arrays(root, tmp_path / "b", test_fraction=0.3, seed=3, progress=False)
     test = open_dataset(tmp_path / "b").read_split("test", ["label"])["label"]
     assert np.bincount(test).tolist() == [3, 3]
 
