@@ -1,0 +1,1 @@
+"""The MAMP transformer (encoder, decoder, motion-aware masking) and checkpoints."""

@@ -1,0 +1,203 @@
+"""Checkpoints: plain dicts of tensors and plain config values, loaded with weights_only=True.
+
+Our format::
+
+    {"format": "stars", "version": 1, "kind": "stage1" | "stage2",
+     "model_config": {...ModelConfig fields...}, "model": state_dict, ...training state...}
+
+Also read: the published MAMP pre-training checkpoints (``model`` state dict in the released
+layout, plus a pickled ``argparse.Namespace`` under ``args``, allow-listed and nothing else)
+and published STARS checkpoints (the encoder under the ``encoder_student.`` prefix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stars.config import from_dict
+from stars.model.config import ModelConfig
+from stars.model.encoder import SkeletonEncoder
+from stars.model.mamp import MAMP
+
+FORMAT = "stars"
+VERSION = 1
+STARS_PREFIX = "encoder_student."
+_ENCODER_TOP = ("joints_embed.", "temp_embed", "pos_embed", "blocks.", "norm.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read as asked; the message names the file."""
+
+
+def save(path: str | Path, payload: dict[str, Any]) -> None:
+    """Atomic ``torch.save`` of a plain dict (temp file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def stage1_payload(model: MAMP, **training_state: Any) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": "stage1",
+        "model_config": dataclasses.asdict(model.cfg),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **training_state,
+    }
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint dict safely (weights only; ``argparse.Namespace`` allow-listed)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or unsafe files
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(payload).__name__}, not a dict")
+    return payload
+
+
+# -- the published layout ------------------------------------------------------------------
+def _published_config(state: dict[str, torch.Tensor], args: Any = None) -> ModelConfig:
+    """Infer the architecture from a state dict in the published layout."""
+    conv = state["joints_embed.proj.weight"]  # (C, 3, l, 1)
+    depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    dec_depth = len({k.split(".")[1] for k in state if k.startswith("decoder_blocks.")})
+    dim, channels, patch_frames = conv.shape[0], conv.shape[1], conv.shape[2]
+    heads = getattr(args, "num_heads", None) or 8
+    dec_dim = state["decoder_embed.weight"].shape[0] if "decoder_embed.weight" in state else dim
+    return ModelConfig(
+        dim=dim,
+        depth=depth,
+        num_heads=heads,
+        decoder_dim=dec_dim,
+        decoder_depth=max(dec_depth, 1),
+        decoder_heads=heads,
+        mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / dim,
+        num_frames=state["temp_embed"].shape[1] * patch_frames,
+        patch_frames=patch_frames,
+        num_joints=state["pos_embed"].shape[2],
+        in_channels=channels,
+        mask_ratio=float(getattr(args, "mask_ratio", 0.9) or 0.9),
+        motion_tau=float(getattr(args, "motion_aware_tau", 0.8) or 0.0),
+        motion_stride=int(getattr(args, "motion_stride", 1) or 1),
+    )
+
+
+def _embed_conv_to_linear(w: torch.Tensor) -> torch.Tensor:
+    """Conv2d weight (C, 3, l, 1) -> Linear weight (C, l*3) with input index 3*u + c."""
+    return w[..., 0].permute(0, 2, 1).reshape(w.shape[0], -1)
+
+
+def _embed_linear_to_conv(w: torch.Tensor, channels: int) -> torch.Tensor:
+    C = w.shape[0]
+    return w.reshape(C, -1, channels).permute(0, 2, 1)[..., None].contiguous()
+
+
+def from_published(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Published MAMP state dict -> our MAMP state dict (encoder keys under ``encoder.``)."""
+    out = {}
+    for key, value in state.items():
+        if key == "joints_embed.proj.weight":
+            out["encoder.joints_embed.weight"] = _embed_conv_to_linear(value)
+        elif key == "joints_embed.proj.bias":
+            out["encoder.joints_embed.bias"] = value
+        elif key.startswith(_ENCODER_TOP):
+            out[f"encoder.{key}"] = value
+        else:
+            out[key] = value
+    return out
+
+
+def to_published(state: dict[str, torch.Tensor], channels: int = 3) -> dict[str, torch.Tensor]:
+    """Our MAMP (or encoder-only, ``encoder.``-prefixed) state dict -> the published layout."""
+    out = {}
+    for key, value in state.items():
+        if key == "encoder.joints_embed.weight":
+            out["joints_embed.proj.weight"] = _embed_linear_to_conv(value, channels)
+        elif key == "encoder.joints_embed.bias":
+            out["joints_embed.proj.bias"] = value
+        elif key.startswith("encoder."):
+            out[key[len("encoder.") :]] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _is_published(state: dict[str, Any]) -> bool:
+    return "joints_embed.proj.weight" in state
+
+
+def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: state dict does not fit the model "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+
+
+def load_stage1(path: str | Path) -> MAMP:
+    """A full stage-1 model (encoder + decoder) from our checkpoint or a published MAMP file."""
+    payload = read(path)
+    if payload.get("format") == FORMAT:
+        if payload.get("kind") != "stage1":
+            raise CheckpointError(f"{path} is a {payload.get('kind')} checkpoint, not stage 1")
+        model = MAMP(from_dict(ModelConfig, payload["model_config"]))
+        _load_strict(model, payload["model"], Path(path))
+        return model
+    state = payload.get("model", payload)
+    if not _is_published(state):
+        raise CheckpointError(f"{path}: neither a STARS checkpoint nor a published MAMP file")
+    model = MAMP(_published_config(state, payload.get("args")))
+    _load_strict(model, from_published(state), Path(path))
+    return model
+
+
+def encoder_state(payload: dict[str, Any], path: str | Path) -> tuple[ModelConfig, dict]:
+    """(model config, encoder state dict without prefix) from any supported checkpoint."""
+    if payload.get("format") == FORMAT:
+        cfg = from_dict(ModelConfig, payload["model_config"])
+        state = payload["model"]
+        if payload.get("kind") == "stage1":
+            return cfg, _strip(state, "encoder.")
+        if "encoder" in payload:
+            return cfg, payload["encoder"]
+        raise CheckpointError(f"{path}: no encoder in this {payload.get('kind')} checkpoint")
+    state = payload.get("model", payload.get("state_dict", payload))
+    if any(k.startswith(STARS_PREFIX) for k in state):
+        state = _strip(state, STARS_PREFIX)
+    if not _is_published(state):
+        raise CheckpointError(
+            f"{path}: no encoder found (expected a STARS checkpoint, a "
+            "published MAMP file or an encoder_student.* state dict)"
+        )
+    cfg = _published_config(state, payload.get("args"))
+    return cfg, _strip(from_published(state), "encoder.")
+
+
+def load_encoder(path: str | Path) -> SkeletonEncoder:
+    """The encoder of any supported checkpoint (ours stage 1/2, published MAMP or STARS)."""
+    payload = read(path)
+    cfg, state = encoder_state(payload, path)
+    encoder = SkeletonEncoder(cfg)
+    _load_strict(encoder, state, Path(path))
+    return encoder

@@ -1,0 +1,1 @@
+"""Training: optimiser and schedules, the per-worker loops, TorchTrainer construction."""

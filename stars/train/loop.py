@@ -1,0 +1,96 @@
+"""What both stages' worker loops share: devices, precision, RNG, checkpoint round trips,
+reporting, and the fault-injection hook used by the resume tests."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stars.model import checkpoint as ckpt
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on CUDA; a no-op on CPU (CPU runs stay in fp32)."""
+    if device.type != "cuda" or amp == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def configure_device(device: torch.device, tf32: bool) -> None:
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+        "numpy_pos": int(np.random.get_state()[2]),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    keys = state["numpy"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside DDP (or the module itself)."""
+    return getattr(model, "module", model)
+
+
+def load_resume_state() -> dict[str, Any] | None:
+    """The payload of the run's latest checkpoint when Ray restarted or resumed us."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        return ckpt.read(Path(directory) / CHECKPOINT_FILE)
+
+
+def report(metrics: dict[str, float], payload: dict[str, Any] | None) -> None:
+    """``ray.train.report`` from every rank; rank 0 passes the checkpoint payload."""
+    import ray.train
+
+    if payload is None:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt.save(Path(tmp) / CHECKPOINT_FILE, payload)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def maybe_inject_failure(step: int, fail_at_step: int, marker: str) -> None:
+    """Test hook: raise once when ``step`` reaches ``fail_at_step`` (the marker file makes it
+    once per run, across the restart that follows)."""
+    if fail_at_step < 0 or step != fail_at_step or not marker:
+        return
+    path = Path(marker)
+    if path.exists():
+        return
+    path.write_text(str(step))
+    raise RuntimeError(f"injected failure at step {step} (test hook)")

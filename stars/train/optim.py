@@ -1,0 +1,63 @@
+"""Optimiser parameter groups and learning-rate schedules shared by both stages."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from stars.train.config import OptimConfig
+
+
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    layer_scale: Callable[[str], float] | None = None,
+    no_decay_names: set[str] | None = None,
+) -> list[dict]:
+    """Trainable parameters split by weight decay (none for norms, biases, embeddings and
+    anything in ``no_weight_decay()``) and by learning-rate scale (``layer_scale(name)``).
+
+    Each group carries ``lr_scale`` (multiplied into the scheduled lr) and ``names``.
+    """
+    skip = set(no_decay_names or ())
+    if hasattr(model, "no_weight_decay"):
+        skip |= set(model.no_weight_decay())
+    groups: dict[tuple[float, float], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        decay = 0.0 if (p.ndim <= 1 or name in skip or name.endswith(".bias")) else weight_decay
+        scale = layer_scale(name) if layer_scale else 1.0
+        group = groups.setdefault(
+            (decay, scale), {"params": [], "names": [], "weight_decay": decay, "lr_scale": scale}
+        )
+        group["params"].append(p)
+        group["names"].append(name)
+    return list(groups.values())
+
+
+def build_adamw(groups: list[dict], cfg: OptimConfig) -> torch.optim.AdamW:
+    opt = torch.optim.AdamW(
+        [{k: v for k, v in g.items() if k != "names"} for g in groups],
+        lr=cfg.lr,
+        betas=tuple(cfg.betas),
+    )
+    return opt
+
+
+def scheduled_lr(step: int, total_steps: int, warmup_steps: int, cfg: OptimConfig) -> float:
+    """Per-step linear warm-up to ``lr``, then cosine to ``min_lr`` (or constant)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return cfg.lr * (step + 1) / warmup_steps
+    if cfg.schedule == "constant" or total_steps <= warmup_steps:
+        return cfg.lr
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
