@@ -48,6 +48,13 @@ def transform_batch(
     joints = batch[JOINTS][keep]
     lengths = batch["num_frames"][keep].astype(np.int64)
     index = batch["sample_index"][keep].astype(np.int64)
+    if len(index) == 0:  # a block with no row of this split
+        _, _, M, V, C = joints.shape
+        return {
+            "x": np.zeros((0, M, cfg.num_frames, V, C), np.float32),
+            "label": np.zeros(0, np.int64),
+            "sample_index": index,
+        }
     if mode == "train":
         seed = None if cfg.seed is None else [cfg.seed, int(index[0]) if len(index) else 0]
         x = transforms.train_view(

@@ -33,7 +33,7 @@ def stage1_worker(config: dict[str, Any]) -> None:
     optimizer = build_adamw(param_groups(model, cfg.optim.weight_decay), cfg.optim)
     steps_per_epoch = int(config["steps_per_epoch"])
     total_steps = steps_per_epoch * cfg.stage1.epochs
-    warmup_steps = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
+    warmup_steps = round(cfg.optim.warmup_epochs * steps_per_epoch)
     start_epoch, step, history = 0, 0, []
     resumed = loop.load_resume_state()
     if resumed is not None:

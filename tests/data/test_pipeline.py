@@ -53,3 +53,6 @@ def test_transform_batch_filters_split_and_shapes(tiny_dataset):
     again = transform_batch(batch, split_bit=bit, mode="train", cfg=cfg)
     np.testing.assert_array_equal(train["x"], again["x"])
     assert not np.array_equal(train["x"], out["x"])
+    none = {k: v[:0] for k, v in batch.items()}
+    empty = transform_batch(none, split_bit=bit, mode="train", cfg=cfg)
+    assert empty["x"].shape == (0, 2, 60, 25, 3) and empty["label"].shape == (0,)

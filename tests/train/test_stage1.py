@@ -1,0 +1,72 @@
+"""Stage 1 on a real local Ray instance: 2 CPU workers (DDP over gloo), checkpoints, resume."""
+
+from __future__ import annotations
+
+import pytest
+
+from stars.config import from_dict, load_config
+from stars.model.checkpoint import load_encoder, load_stage1, read
+from stars.train.config import JOB_PRESETS, PretrainConfig
+from stars.train.launch import run_stage1
+
+pytestmark = pytest.mark.ray
+
+
+def _cfg(tmp_path, data_dir, *overrides):
+    base = from_dict(PretrainConfig, JOB_PRESETS["tiny"])
+    return load_config(
+        PretrainConfig,
+        None,
+        [
+            f"data.path={data_dir}",
+            f"scale.storage_path={tmp_path / 'runs'}",
+            "scale.num_workers=2",
+            "scale.cpus_per_worker=0.5",
+            "data.batch_size=8",
+            "optim.lr=0.002",
+            "optim.min_lr=0.001",
+            *overrides,
+        ],
+        base=base,
+    )
+
+
+def test_two_workers_lower_the_loss_and_write_checkpoints(ray_local, tiny_dataset_dir, tmp_path):
+    cfg = _cfg(tmp_path, tiny_dataset_dir, "stage1.epochs=8")
+    result = run_stage1(cfg, "lower-loss", progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert len(losses) == 8
+    assert min(losses[-3:]) < losses[0] * 0.9, losses
+    steps = result.history[0]["steps"]
+    assert result.history[-1]["global_step"] == 8 * steps
+    payload = read(result.checkpoint_file)
+    assert payload["kind"] == "stage1" and payload["epoch"] == 7
+    assert payload["model_config"]["num_joints"] == 25
+    assert load_stage1(result.checkpoint_file).cfg.dim == 32
+    load_encoder(result.checkpoint_file)
+    kept = [
+        p
+        for p in (tmp_path / "runs" / "lower-loss").iterdir()
+        if p.is_dir() and p.name.startswith("checkpoint_")
+    ]
+    assert len(kept) == cfg.scale.num_to_keep
+
+
+@pytest.mark.slow
+def test_killed_worker_resumes_from_last_checkpoint(ray_local, tiny_dataset_dir, tmp_path):
+    marker = tmp_path / "failed-once"
+    cfg = _cfg(
+        tmp_path,
+        tiny_dataset_dir,
+        "stage1.epochs=4",
+        "scale.max_failures=1",
+        "stage1.fail_at_step=7",
+        f"stage1.fail_marker={marker}",
+    )
+    result = run_stage1(cfg, "resume", progress=False)
+    assert marker.exists(), "the failure hook never fired"
+    steps = result.history[0]["steps"]
+    assert 4 * steps > 7  # the failure happened mid-run
+    assert [h["epoch"] for h in result.history] == [0, 1, 2, 3]
+    assert result.history[-1]["global_step"] == 4 * steps
+    assert read(result.checkpoint_file)["epoch"] == 3
