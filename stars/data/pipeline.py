@@ -31,20 +31,33 @@ Mode = Literal["train", "eval"]
 READ_COLUMNS = ["sample_index", "label", "num_frames", "split_mask", JOINTS]
 
 
+HOLDOUT_MODULUS = 10  # every 10th sample of a split (by sample_index) is held out
+
+
 def transform_batch(
-    batch: dict[str, np.ndarray], *, split_bit: int | None, mode: Mode, cfg: DataConfig
+    batch: dict[str, np.ndarray],
+    *,
+    split_bit: int | None,
+    mode: Mode,
+    cfg: DataConfig,
+    holdout: str = "all",
 ) -> dict[str, np.ndarray]:
     """One Ray Data batch of stored rows -> model-ready arrays (rows outside the split dropped).
 
     Args:
         batch: ``joints`` (B, T_max, M, V, 3), ``num_frames``, ``label``, ``sample_index``,
             ``split_mask`` (B,).
+        holdout: ``all``; ``query`` keeps only every 10th sample (by index), ``bank`` the
+            rest: a labelled held-out part of a training split for monitoring.
     Returns:
         ``x`` (B', M, T, V, 3) float32, ``label`` and ``sample_index`` (B',) int64.
     """
-    keep = slice(None)
+    keep = np.ones(len(batch["sample_index"]), dtype=bool)
     if split_bit is not None:
-        keep = (batch["split_mask"] & (1 << split_bit)) != 0
+        keep &= (batch["split_mask"] & (1 << split_bit)) != 0
+    if holdout != "all":
+        held = batch["sample_index"] % HOLDOUT_MODULUS == 0
+        keep &= held if holdout == "query" else ~held
     joints = batch[JOINTS][keep]
     lengths = batch["num_frames"][keep].astype(np.int64)
     index = batch["sample_index"][keep].astype(np.int64)
@@ -72,13 +85,19 @@ def transform_batch(
 
 
 def build_dataset(
-    data: SkeletonDataset, split: str | None, mode: Mode, cfg: DataConfig, **map_kwargs: Any
+    data: SkeletonDataset,
+    split: str | None,
+    mode: Mode,
+    cfg: DataConfig,
+    holdout: str = "all",
+    **map_kwargs: Any,
 ) -> ray.data.Dataset:
     """Lazy Ray Dataset of one split, transformed for ``mode``.
 
     Args:
         data: an opened (validated) dataset.
         split: split name from the manifest, or None for every sample.
+        holdout: ``all``, or ``bank`` / ``query`` for the two parts of a monitoring split.
         map_kwargs: extra ``map_batches`` arguments (e.g. ``num_cpus``).
     """
     import ray.data
@@ -86,7 +105,7 @@ def build_dataset(
     bit = data.split_bit(split) if split is not None else None
     ds = ray.data.read_parquet(data.shard_paths, shuffle="files" if mode == "train" else None)
     ds = ds.select_columns(READ_COLUMNS)
-    fn = functools.partial(transform_batch, split_bit=bit, mode=mode, cfg=cfg)
+    fn = functools.partial(transform_batch, split_bit=bit, mode=mode, cfg=cfg, holdout=holdout)
     return ds.map_batches(
         fn, batch_format="numpy", batch_size=cfg.map_batch_size, zero_copy_batch=True, **map_kwargs
     )

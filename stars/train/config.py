@@ -124,3 +124,82 @@ JOB_PRESETS: dict[str, dict[str, Any]] = {
 
 def default_storage() -> str:
     return os.environ.get("STARS_STORAGE", "runs")
+
+
+@dataclass(frozen=True)
+class Stage2Config:
+    """STARS contrastive tuning (protocols.md §7; defaults = the released code).
+
+    Attributes:
+        epochs: partial-tuning epochs (released: 10; paper text: 20).
+        head_warmup_epochs: > 0 gives STARS-3stage: first train only the heads with the
+            encoder frozen for this many epochs, then partial tuning, in one job.
+        frozen_blocks: leading encoder blocks kept frozen with the embeddings (-1: half).
+        layer_decay: block i of N trains at lr x layer_decay^(N - i) (released 0.45 for
+            NTU-60, 0.40 NTU-120, 0.35 PKU; paper text 0.20); heads at lr.
+        queue_size: support-queue entries (released: 32,768).
+        topk: 1 = nearest neighbour; k > 1 = a random one of the k nearest.
+        temperature: tau2 of the contrastive loss.
+        augment: False = one unaltered view (crop ratio 1.0, no rotation), the method's
+            default; True uses the stage-1 augmentation (ablations).
+        monitor: per-epoch weighted-kNN monitoring on ``holdout`` (a held-out tenth of the
+            training split), ``test`` (explicit opt-in: selects checkpoints on the test split
+            as the released code does) or ``none``.
+    """
+
+    epochs: int = 10
+    head_warmup_epochs: int = 0
+    frozen_blocks: int = -1
+    layer_decay: float = 0.45
+    queue_size: int = 32768
+    topk: int = 1
+    temperature: float = 0.07
+    symmetric: bool = False
+    predictor_hidden: int = 4096
+    augment: bool = False
+    monitor: Literal["holdout", "test", "none"] = "holdout"
+    seed: int = 0
+    amp: Literal["bf16", "fp16", "none"] = "bf16"
+    tf32: bool = True
+    fail_at_step: int = -1
+    fail_marker: str = ""
+
+
+def _stage2_optim() -> OptimConfig:
+    return OptimConfig(
+        lr=1e-3,
+        min_lr=1e-3,
+        warmup_epochs=0.0,
+        weight_decay=0.01,
+        clip_grad=3.0,
+        schedule="constant",
+    )
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """The stage-2 job. The model comes from the stage-1 checkpoint; ``data.num_frames`` is
+    set from it."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=_stage2_optim)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+
+
+TUNE_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"data": {"batch_size": 32}},
+    "small": {
+        "data": {"batch_size": 32, "synthetic": JOB_PRESETS["small"]["data"]["synthetic"]},
+        "stage2": {"epochs": 6, "queue_size": 4096, "predictor_hidden": 1024},
+    },
+    "tiny": {
+        "data": {
+            "batch_size": 8,
+            "shuffle_buffer": 32,
+            "map_batch_size": 64,
+            "synthetic": JOB_PRESETS["tiny"]["data"]["synthetic"],
+        },
+        "stage2": {"epochs": 2, "queue_size": 64, "predictor_hidden": 64},
+    },
+}

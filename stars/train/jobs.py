@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from stars.config import ConfigError, dump_yaml, from_dict, load_config
-from stars.train.config import JOB_PRESETS, PretrainConfig
+from stars.train.config import JOB_PRESETS, TUNE_PRESETS, PretrainConfig, TuneConfig
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -105,4 +105,45 @@ def pretrain_main(argv: list[str] | None = None) -> int:
             ]
         )
     )
+    return 0
+
+
+def tune_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="tune_stage2.py", description="STARS stage 2: contrastive tuning on Ray."
+    )
+    parser.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        help="stage-1 checkpoint: file, checkpoint dir or run dir (ours), or a "
+        "published MAMP / STARS file",
+    )
+    add_common_args(parser)
+    parser.set_defaults(preset="small")
+    args = parser.parse_args(argv)
+    if args.preset not in TUNE_PRESETS:
+        parser.error(f"stage 2 presets: {', '.join(sorted(TUNE_PRESETS))}")
+    overrides = list(args.overrides) + ([f"data.path={args.data}"] if args.data else [])
+    try:
+        base = from_dict(TuneConfig, TUNE_PRESETS[args.preset])
+        cfg = load_config(TuneConfig, args.config, overrides, base=base)
+    except (ConfigError, ValueError) as err:
+        parser.error(str(err))
+    from stars.train.launch import run_stage2
+
+    name = args.name or run_name("stage2")
+    init_ray()
+    result = run_stage2(cfg, args.source, name)
+    last = result.history[-1] if result.history else {}
+    rows = [
+        ("stage", "stage2 (STARS)"),
+        ("run", name),
+        ("source", args.source),
+        ("epochs", len(result.history)),
+        ("final loss", f"{last.get('loss', 0):.4f}"),
+    ]
+    rows += [(k, f"{v:.4f}") for k, v in last.items() if k.startswith("monitor_")]
+    rows.append(("checkpoint", result.checkpoint_file))
+    print(table(rows))
     return 0

@@ -14,6 +14,8 @@ from stars.data.prepare import ensure_synthetic
 from stars.data.shards import SkeletonDataset, open_dataset
 from stars.train.config import PretrainConfig, ScaleConfig
 
+MONITOR_METRIC = "monitor_wknn_k20_top1"  # stage 2 keeps the checkpoint that maximises it
+
 
 class StorageError(ValueError):
     """A storage path that the cluster's nodes cannot all reach."""
@@ -70,8 +72,11 @@ def make_trainer(
     datasets: dict[str, Any],
     metric: str | None = None,
     mode: str = "min",
+    split_only: list[str] | None = None,
 ) -> Any:
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    """A TorchTrainer; ``split_only`` names the datasets sharded over ranks (the others reach
+    every worker whole, e.g. monitoring sets that rank 0 evaluates)."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     resources = {"CPU": scale.cpus_per_worker}
@@ -94,6 +99,7 @@ def make_trainer(
             failure_config=FailureConfig(max_failures=scale.max_failures),
         ),
         datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=split_only or "all"),
     )
 
 
@@ -136,20 +142,102 @@ def run_stage1(
     return _stage_result(result)
 
 
-def _stage_result(result: Any) -> StageResult:
+def resolve_checkpoint(source: str | Path) -> Path:
+    """A checkpoint file from a file, a checkpoint directory, or a run directory (its
+    latest ``checkpoint_*``)."""
+    from stars.train.loop import CHECKPOINT_FILE
+
+    path = Path(source)
+    if path.is_file():
+        return path
+    if (path / CHECKPOINT_FILE).is_file():
+        return path / CHECKPOINT_FILE
+    found = sorted(path.glob(f"checkpoint_*/{CHECKPOINT_FILE}")) if path.is_dir() else []
+    if not found:
+        raise FileNotFoundError(
+            f"no checkpoint at {source} (expected a checkpoint file, a "
+            "checkpoint directory or a run directory)"
+        )
+    return found[-1]
+
+
+def tune_data_config(cfg: DataConfig, num_frames: int, augment: bool) -> DataConfig:
+    """Stage 2 sees one unaltered view (crop ratio 1.0, no rotation) unless ``augment``."""
+    changes: dict[str, Any] = {"num_frames": num_frames}
+    if not augment:
+        changes.update(train_crop=(1.0, 1.0), rotation=0.0)
+    return dataclasses.replace(cfg, **changes)
+
+
+def run_stage2(
+    cfg: Any,
+    source: str | Path,
+    name: str,
+    extra: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> StageResult:
+    """Tune the encoder of a stage-1 checkpoint (ours or published) with STARS."""
+    from stars.data.shards import sha256_file
+    from stars.model.checkpoint import encoder_state, read
+    from stars.train.stage2 import stage2_worker
+
+    source_file = resolve_checkpoint(source).resolve()
+    model_cfg, _ = encoder_state(read(source_file), source_file)
+    data = resolve_data(cfg.data, progress=progress)
+    if data.num_joints != model_cfg.num_joints:
+        raise ValueError(
+            f"the checkpoint's encoder has V={model_cfg.num_joints} joints, the "
+            f"dataset {data.root} has {data.num_joints}"
+        )
+    data_cfg = tune_data_config(cfg.data, model_cfg.num_frames, cfg.stage2.augment)
+    cfg = dataclasses.replace(cfg, data=data_cfg)
+    split = pretrain_split(data, cfg.data.protocol)
+    datasets = {"train": build_dataset(data, split, "train", cfg.data)}
+    monitor = cfg.stage2.monitor
+    if monitor == "holdout":
+        datasets["monitor_bank"] = build_dataset(data, split, "eval", cfg.data, holdout="bank")
+        datasets["monitor_query"] = build_dataset(data, split, "eval", cfg.data, holdout="query")
+    elif monitor == "test":
+        protocol = data.protocol(cfg.data.protocol or None)
+        datasets["monitor_bank"] = build_dataset(data, protocol["train"], "eval", cfg.data)
+        datasets["monitor_query"] = build_dataset(data, protocol["test"], "eval", cfg.data)
+    steps = steps_per_epoch(data.split_size(split), cfg.scale.num_workers, cfg.data.batch_size)
+    trainer = make_trainer(
+        stage2_worker,
+        {
+            "job": to_dict(cfg),
+            "source": str(source_file),
+            "source_sha256": sha256_file(source_file),
+            "steps_per_epoch": steps,
+            "monitor": monitor != "none",
+            "extra": extra or {},
+        },
+        cfg.scale,
+        name,
+        datasets,
+        metric=MONITOR_METRIC if monitor != "none" else None,
+        mode="max",
+        split_only=["train"],
+    )
+    return _stage_result(trainer.fit(), best_metric=MONITOR_METRIC if monitor != "none" else None)
+
+
+def _stage_result(result: Any, best_metric: str | None = None) -> StageResult:
     from stars.model.checkpoint import read
     from stars.train.loop import CHECKPOINT_FILE
 
     if result.error is not None:
         raise result.error
-    if result.checkpoint is None:
+    chosen = result.checkpoint
+    if best_metric:
+        chosen = result.get_best_checkpoint(best_metric, "max") or chosen
+    if chosen is None or result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
     with result.checkpoint.as_directory() as directory:
-        local = Path(directory) / CHECKPOINT_FILE
-        payload = read(local)
+        payload = read(Path(directory) / CHECKPOINT_FILE)  # the latest holds the full history
     return StageResult(
-        checkpoint_dir=result.checkpoint.path,
-        checkpoint_file=str(Path(result.checkpoint.path) / CHECKPOINT_FILE),
+        checkpoint_dir=chosen.path,
+        checkpoint_file=str(Path(chosen.path) / CHECKPOINT_FILE),
         metrics=dict(result.metrics or {}),
         history=payload.get("history", []),
         storage_dir=str(result.path),
