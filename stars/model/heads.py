@@ -3,10 +3,18 @@ over the global batch of all workers (works on CPU/gloo and GPU/NCCL alike)."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+# The autograd-aware collectives of torch.distributed.nn are what the gradient-equality
+# guarantee rests on; their suggested replacement is a private module. Keep them, quietly.
+warnings.filterwarnings(
+    "ignore", message=r"torch\.distributed\.nn\.functional", category=FutureWarning
+)
 
 
 def _global_sum(t: torch.Tensor) -> torch.Tensor:
