@@ -176,9 +176,8 @@ def encoder_state(payload: dict[str, Any], path: str | Path) -> tuple[ModelConfi
     """(model config, encoder state dict without prefix) from any supported checkpoint."""
     if payload.get("format") == FORMAT:
         cfg = from_dict(ModelConfig, payload["model_config"])
-        state = payload["model"]
         if payload.get("kind") == "stage1":
-            return cfg, _strip(state, "encoder.")
+            return cfg, _strip(payload["model"], "encoder.")
         if "encoder" in payload:
             return cfg, payload["encoder"]
         raise CheckpointError(f"{path}: no encoder in this {payload.get('kind')} checkpoint")

@@ -32,6 +32,8 @@ class ScaleConfig:
             on one machine; a cluster of several nodes needs a URI all nodes reach
             (``s3://...``, ``gs://...``) or a shared file system (set ``shared_storage``).
         cpus_per_worker: on a 2-core machine keep it at 0.5 so Ray Data's read tasks run.
+        torch_threads: Ray limits a worker's torch threads to its whole CPUs (1 for 0.5);
+            a single CPU worker on a small machine can use more.
     """
 
     num_workers: int = 1
@@ -42,6 +44,7 @@ class ScaleConfig:
     shared_storage: bool = False
     max_failures: int = 0
     num_to_keep: int = 2
+    torch_threads: int = 0  # > 0: intra-op threads per worker (Ray's default follows its CPUs)
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ JOB_PRESETS: dict[str, dict[str, Any]] = {
         },
         "stage1": {"epochs": 30},
         "optim": {"warmup_epochs": 3, "min_lr": 1e-4},
+        "scale": {"torch_threads": 2},
     },
     "tiny": {
         "model": _model("tiny"),
@@ -192,6 +196,7 @@ TUNE_PRESETS: dict[str, dict[str, Any]] = {
     "small": {
         "data": {"batch_size": 32, "synthetic": JOB_PRESETS["small"]["data"]["synthetic"]},
         "stage2": {"epochs": 6, "queue_size": 4096, "predictor_hidden": 1024},
+        "scale": {"torch_threads": 2},
     },
     "tiny": {
         "data": {

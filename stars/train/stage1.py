@@ -26,6 +26,8 @@ def stage1_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     device = ray.train.torch.get_device()
+    if cfg.scale.torch_threads > 0:
+        torch.set_num_threads(cfg.scale.torch_threads)
     loop.configure_device(device, cfg.stage1.tf32)
     loop.seed_everything(cfg.stage1.seed + rank)
 

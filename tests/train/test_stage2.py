@@ -1,0 +1,54 @@
+"""Stage 2 on a real local Ray instance, from a real stage-1 checkpoint."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stars.config import from_dict, load_config
+from stars.model.checkpoint import load_encoder, read
+from stars.train.config import JOB_PRESETS, TUNE_PRESETS, PretrainConfig, TuneConfig
+from stars.train.launch import resolve_checkpoint, run_stage1, run_stage2
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def stage1_checkpoint(ray_local, tiny_dataset_dir, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = load_config(PretrainConfig, None, [
+        f"data.path={tiny_dataset_dir}", f"scale.storage_path={runs}", "stage1.epochs=2",
+        "model.depth=4", "model.num_heads=2"],
+        base=from_dict(PretrainConfig, JOB_PRESETS["tiny"]))
+    return run_stage1(cfg, "s1", progress=False).checkpoint_file
+
+
+def test_three_stage_tuning_in_one_job(stage1_checkpoint, tiny_dataset_dir, tmp_path):
+    cfg = load_config(TuneConfig, None, [
+        f"data.path={tiny_dataset_dir}", f"scale.storage_path={tmp_path}",
+        "scale.num_workers=2", "stage2.head_warmup_epochs=1", "stage2.epochs=1",
+        "scale.num_to_keep=3", "stage2.queue_size=20"],
+        base=from_dict(TuneConfig, TUNE_PRESETS["tiny"]))
+    result = run_stage2(cfg, stage1_checkpoint, "s2", progress=False)
+    assert [h["phase"] for h in result.history] == ["heads", "tune"]
+    assert all("monitor_wknn_k20_top1" in h for h in result.history)
+    payload = read(result.checkpoint_file)
+    assert payload["kind"] == "stage2"
+    assert payload["source"]["checkpoint"] == str(resolve_checkpoint(stage1_checkpoint))
+    assert len(payload["source"]["sha256"]) == 64
+    assert payload["queue"]["ids"].shape == (20,)
+    before = load_encoder(stage1_checkpoint).state_dict()
+    epochs = sorted((tmp_path / "s2").glob("checkpoint_*/checkpoint.pt"))
+    assert len(epochs) == 2
+    after_heads = read(epochs[0])["encoder"]
+    after_tune = read(epochs[1])["encoder"]
+    for key, value in before.items():
+        assert torch.equal(after_heads[key], value), key  # heads-only phase: encoder untouched
+        frozen = key.startswith(("joints_embed", "temp_embed", "pos_embed", "blocks.0.",
+                                 "blocks.1."))
+        if frozen:
+            assert torch.equal(after_tune[key], value), key
+    assert any(not torch.equal(after_tune[k], before[k]) for k in before
+               if k.startswith("blocks.3."))
+    tuned = load_encoder(result.checkpoint_file)
+    assert tuned.cfg.depth == 4
