@@ -40,6 +40,8 @@ XVIEW_TRAIN_VIEWS = (2, 3)
 VIEW_YAW = np.array([np.nan, -45.0, 0.0, 45.0])  # degrees, indexed by view id 1..3
 INTERACTION_CLASSES = frozenset([*range(49, 60), *range(105, 120)])  # 0-based
 MAX_CLASSES = 120
+# Bump when the generator's output changes for the same spec: it keys the dataset cache.
+GENERATOR_VERSION = 2
 
 V = 25
 NUM_DOF = V * 3 + 3  # local Euler angles (x, y, z) per joint, then root translation (x, y, z)
@@ -649,18 +651,32 @@ def _camera_view(bodies: np.ndarray, perf: dict[str, np.ndarray], idx: np.ndarra
     return out
 
 
-def _occlusion_noise(seen: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
-    """Kinect-like tracking error on joints hidden behind the body (farther from the camera
-    than the spine by > 8 cm): slowly drifting offsets of ``scale`` metres. seen (n, M, T, V, 3).
-    """
-    n, M, T, _, _ = seen.shape
-    hidden = (seen[..., Z] - seen[..., SPINE, None, Z]) > 0.08
-    knots = rng.normal(0, scale, (n, M, T // 8 + 2, V, 3)).astype(np.float32)
-    pos = np.arange(T, dtype=np.float32) / 8
+def _drift(
+    shape: tuple[int, ...], rng: np.random.Generator, scale: float, every: int
+) -> np.ndarray:
+    """Slowly varying noise (n, M, T, V, 3): Gaussian knots every ``every`` frames, linearly
+    interpolated, so frame-to-frame differences stay small as in a smoothed sensor stream."""
+    n, M, T, V, C = shape
+    knots = rng.normal(0, scale, (n, M, T // every + 2, V, C)).astype(np.float32)
+    pos = np.arange(T, dtype=np.float32) / every
     i0 = pos.astype(np.int64)
     w = (pos - i0)[None, None, :, None, None]
-    drift = knots[:, :, i0] * (1 - w) + knots[:, :, i0 + 1] * w
-    return drift * hidden[..., None]
+    return knots[:, :, i0] * (1 - w) + knots[:, :, i0 + 1] * w
+
+
+def _occlusion_noise(seen: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
+    """Kinect-like tracking error on joints hidden behind the body (farther from the camera
+    than the spine by > 8 cm): drifting offsets of ``scale`` metres. seen (n, M, T, V, 3)."""
+    hidden = (seen[..., Z] - seen[..., SPINE, None, Z]) > 0.08
+    return _drift(seen.shape, rng, scale, every=8) * hidden[..., None]
+
+
+def _sensor_noise(shape: tuple[int, ...], rng: np.random.Generator, scale: float) -> np.ndarray:
+    """Sensor jitter of about ``scale`` metres. Kinect's skeleton stream is smoothed, so the
+    error is mostly temporally correlated (knots every 4 frames) with a small white part;
+    white noise of the full size would dominate every frame-to-frame motion target."""
+    white = rng.normal(0, 0.2 * scale, shape).astype(np.float32)
+    return _drift(shape, rng, scale, every=4) + white
 
 
 def generate(spec: SyntheticSpec, chunk_size: int = 256) -> Iterator[Sample]:
@@ -682,7 +698,7 @@ def generate(spec: SyntheticSpec, chunk_size: int = 256) -> Iterator[Sample]:
         rng = np.random.default_rng([spec.seed, 2, int(lo)])
         bodies = _pose_chunk(spec, table, subjects, perf, idx, frames[idx], rng)
         seen = _camera_view(bodies, perf, idx)
-        seen += rng.normal(0, spec.jitter_m, seen.shape).astype(np.float32)
+        seen += _sensor_noise(seen.shape, rng, spec.jitter_m)
         seen += _occlusion_noise(seen, rng, spec.occlusion_noise_m)
         seen -= seen[:, 0, 0, SPINE][:, None, None, None]
         for row, p in enumerate(idx):
@@ -737,6 +753,7 @@ def dataset_info(spec: SyntheticSpec) -> dict:
         "source": {
             "format": "synthetic",
             "generator": "stars.data.synthetic",
+            "generator_version": GENERATOR_VERSION,
             "spec": {k: getattr(spec, k) for k in spec.__dataclass_fields__},
         },
     }
