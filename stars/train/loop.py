@@ -72,6 +72,21 @@ def load_resume_state() -> dict[str, Any] | None:
         return ckpt.read(Path(directory) / CHECKPOINT_FILE)
 
 
+def resume_position(
+    resumed: dict[str, Any], rank: int, seed: int
+) -> tuple[int, int, list[dict[str, Any]]]:
+    """(first epoch to run, global step, metric history) of a resumed run; restores the RNG.
+
+    Only rank 0 checkpoints its RNG state; the other ranks draw fresh, distinct streams.
+    """
+    start_epoch = int(resumed["epoch"]) + 1
+    if rank == 0:
+        restore_rng(resumed["rng"])
+    else:
+        seed_everything(seed + rank + 7919 * start_epoch)
+    return start_epoch, int(resumed["global_step"]), list(resumed.get("history", []))
+
+
 def report(metrics: dict[str, float], payload: dict[str, Any] | None) -> None:
     """``ray.train.report`` from every rank; rank 0 passes the checkpoint payload."""
     import ray.train

@@ -41,12 +41,7 @@ def stage1_worker(config: dict[str, Any]) -> None:
     if resumed is not None:
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
-        start_epoch, step = resumed["epoch"] + 1, resumed["global_step"]
-        history = list(resumed.get("history", []))
-        if rank == 0:
-            loop.restore_rng(resumed["rng"])
-        else:  # only rank 0 checkpoints; the others draw fresh, distinct streams
-            loop.seed_everything(cfg.stage1.seed + rank + 7919 * start_epoch)
+        start_epoch, step, history = loop.resume_position(resumed, rank, cfg.stage1.seed)
     model = ray.train.torch.prepare_model(model.to(device))
     shard = ray.train.get_dataset_shard("train")
 

@@ -151,12 +151,7 @@ def stage2_worker(config: dict[str, Any]) -> None:
         model.heads.load_state_dict(resumed["heads"])
         queue.load_state_dict(resumed["queue"])
         optimizer.load_state_dict(resumed["optimizer"])
-        start_epoch, step = resumed["epoch"] + 1, resumed["global_step"]
-        history = list(resumed.get("history", []))
-        if rank == 0:
-            loop.restore_rng(resumed["rng"])
-        else:
-            loop.seed_everything(s2.seed + rank + 7919 * start_epoch)
+        start_epoch, step, history = loop.resume_position(resumed, rank, s2.seed)
     model.to(device)
     queue.to(device)
     ddp_kwargs = {"find_unused_parameters": True} if s2.head_warmup_epochs else {}

@@ -16,19 +16,36 @@ pytestmark = pytest.mark.ray
 @pytest.fixture(scope="module")
 def stage1_checkpoint(ray_local, tiny_dataset_dir, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    cfg = load_config(PretrainConfig, None, [
-        f"data.path={tiny_dataset_dir}", f"scale.storage_path={runs}", "stage1.epochs=2",
-        "model.depth=4", "model.num_heads=2"],
-        base=from_dict(PretrainConfig, JOB_PRESETS["tiny"]))
+    cfg = load_config(
+        PretrainConfig,
+        None,
+        [
+            f"data.path={tiny_dataset_dir}",
+            f"scale.storage_path={runs}",
+            "stage1.epochs=2",
+            "model.depth=4",
+            "model.num_heads=2",
+        ],
+        base=from_dict(PretrainConfig, JOB_PRESETS["tiny"]),
+    )
     return run_stage1(cfg, "s1", progress=False).checkpoint_file
 
 
 def test_three_stage_tuning_in_one_job(stage1_checkpoint, tiny_dataset_dir, tmp_path):
-    cfg = load_config(TuneConfig, None, [
-        f"data.path={tiny_dataset_dir}", f"scale.storage_path={tmp_path}",
-        "scale.num_workers=2", "stage2.head_warmup_epochs=1", "stage2.epochs=1",
-        "scale.num_to_keep=3", "stage2.queue_size=20"],
-        base=from_dict(TuneConfig, TUNE_PRESETS["tiny"]))
+    cfg = load_config(
+        TuneConfig,
+        None,
+        [
+            f"data.path={tiny_dataset_dir}",
+            f"scale.storage_path={tmp_path}",
+            "scale.num_workers=2",
+            "stage2.head_warmup_epochs=1",
+            "stage2.epochs=1",
+            "scale.num_to_keep=3",
+            "stage2.queue_size=20",
+        ],
+        base=from_dict(TuneConfig, TUNE_PRESETS["tiny"]),
+    )
     result = run_stage2(cfg, stage1_checkpoint, "s2", progress=False)
     assert [h["phase"] for h in result.history] == ["heads", "tune"]
     assert all("monitor_wknn_k20_top1" in h for h in result.history)
@@ -44,11 +61,39 @@ def test_three_stage_tuning_in_one_job(stage1_checkpoint, tiny_dataset_dir, tmp_
     after_tune = read(epochs[1])["encoder"]
     for key, value in before.items():
         assert torch.equal(after_heads[key], value), key  # heads-only phase: encoder untouched
-        frozen = key.startswith(("joints_embed", "temp_embed", "pos_embed", "blocks.0.",
-                                 "blocks.1."))
+        frozen = key.startswith(
+            ("joints_embed", "temp_embed", "pos_embed", "blocks.0.", "blocks.1.")
+        )
         if frozen:
             assert torch.equal(after_tune[key], value), key
-    assert any(not torch.equal(after_tune[k], before[k]) for k in before
-               if k.startswith("blocks.3."))
+    assert any(
+        not torch.equal(after_tune[k], before[k]) for k in before if k.startswith("blocks.3.")
+    )
     tuned = load_encoder(result.checkpoint_file)
     assert tuned.cfg.depth == 4
+
+
+@pytest.mark.slow
+def test_stage2_resumes_after_a_worker_failure(stage1_checkpoint, tiny_dataset_dir, tmp_path):
+    marker = tmp_path / "failed-once"
+    cfg = load_config(
+        TuneConfig,
+        None,
+        [
+            f"data.path={tiny_dataset_dir}",
+            f"scale.storage_path={tmp_path}",
+            "scale.max_failures=1",
+            "stage2.epochs=3",
+            "stage2.monitor=none",
+            "stage2.fail_at_step=5",
+            f"stage2.fail_marker={marker}",
+        ],
+        base=from_dict(TuneConfig, TUNE_PRESETS["tiny"]),
+    )
+    result = run_stage2(cfg, stage1_checkpoint, "resume", progress=False)
+    assert marker.exists()
+    steps = result.history[0]["steps"]
+    assert 3 * steps > 5
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    assert result.history[-1]["global_step"] == 3 * steps
+    assert read(result.checkpoint_file)["epoch"] == 2
