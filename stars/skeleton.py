@@ -96,36 +96,10 @@ NTU25_BONES_STGCN = _zero_based(
         (25, 12),
     )
 )
-# The anatomical graph of pyskl / mmaction2: identical except at the hands.
-NTU25_BONES_ANATOMICAL = _zero_based(
-    (
-        (1, 2),
-        (2, 21),
-        (3, 21),
-        (4, 3),
-        (5, 21),
-        (6, 5),
-        (7, 6),
-        (8, 7),
-        (9, 21),
-        (10, 9),
-        (11, 10),
-        (12, 11),
-        (13, 1),
-        (14, 13),
-        (15, 14),
-        (16, 15),
-        (17, 1),
-        (18, 17),
-        (19, 18),
-        (20, 19),
-        (22, 8),
-        (21, 21),
-        (23, 8),
-        (24, 12),
-        (25, 12),
-    )
-)
+# The anatomical graph of pyskl / mmaction2 differs only at the hands: tips and thumbs hang
+# off the hands (1-based: 22, 23 <- 8; 24, 25 <- 12).
+_ANATOMICAL_HANDS = {21: 7, 22: 7, 23: 11, 24: 11}
+NTU25_BONES_ANATOMICAL = tuple((c, _ANATOMICAL_HANDS.get(c, p)) for c, p in NTU25_BONES_STGCN)
 KINECT20_BONES = _zero_based(
     (
         (1, 2),
