@@ -176,7 +176,7 @@ def encoder_state(payload: dict[str, Any], path: str | Path) -> tuple[ModelConfi
     """(model config, encoder state dict without prefix) from any supported checkpoint."""
     if payload.get("format") == FORMAT:
         cfg = from_dict(ModelConfig, payload["model_config"])
-        if payload.get("kind") == "stage1":
+        if payload.get("kind") in ("stage1", "finetune"):
             return cfg, _strip(payload["model"], "encoder.")
         if "encoder" in payload:
             return cfg, payload["encoder"]

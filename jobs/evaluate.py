@@ -1,0 +1,8 @@
+"""Evaluate any encoder checkpoint: ``python jobs/evaluate.py --checkpoint PATH --data DIR``."""
+
+import sys
+
+from stars.eval.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Few-shot recognition of classes never seen in pre-training (protocols.md §8, issue #6).
+
+An episode with seed s and n shots draws n exemplars per class from the gallery part and
+classifies every query by cosine similarity: by an n-nearest-neighbour vote over the exemplars
+(the paper) and by the nearest class mean. Queries are never exemplars: with a separate query
+part they are disjoint by construction (checked), without one the queries of an episode are
+the gallery samples it did not draw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stars.eval.features import FeatureSet
+
+DEFAULT_SHOTS = (1, 2, 5, 10)
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One drawn episode: exemplar and query rows (indices into the gallery / query sets)."""
+
+    seed: int
+    shots: int
+    exemplar_rows: np.ndarray
+    query_rows: np.ndarray
+
+
+def draw_episode(gallery_labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
+    """Rows of ``shots`` exemplars per class (all of a class when it has fewer), sorted."""
+    rng = np.random.default_rng([seed, shots])
+    rows = []
+    for cls in np.unique(gallery_labels):
+        members = np.flatnonzero(gallery_labels == cls)
+        rows.append(rng.choice(members, size=min(shots, len(members)), replace=False))
+    return np.sort(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
+
+
+def make_episode(gallery: FeatureSet, query: FeatureSet | None, shots: int, seed: int) -> Episode:
+    exemplars = draw_episode(gallery.labels, shots, seed)
+    if query is None:
+        rest = np.setdiff1d(np.arange(len(gallery)), exemplars)
+        return Episode(seed, shots, exemplars, rest)
+    classes = np.unique(gallery.labels[exemplars])
+    return Episode(seed, shots, exemplars, np.flatnonzero(np.isin(query.labels, classes)))
+
+
+def classify(
+    exemplars: torch.Tensor,
+    exemplar_labels: torch.Tensor,
+    queries: torch.Tensor,
+    k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predictions (Q,) by a k-nearest-exemplar vote and by the nearest class mean.
+
+    Votes count first; the summed similarity of each class's voters breaks ties.
+    exemplars (E, C), exemplar_labels (E,), queries (Q, C).
+    """
+    ex = F.normalize(exemplars.float(), dim=1)
+    qu = F.normalize(queries.float(), dim=1)
+    classes, local = exemplar_labels.unique(return_inverse=True)
+    sims = qu @ ex.T
+    k = min(k, ex.shape[0])
+    top_sim, top_idx = sims.topk(k, dim=1)
+    votes = torch.zeros(qu.shape[0], len(classes))
+    votes.scatter_add_(1, local[top_idx], torch.ones_like(top_sim))
+    tie_break = torch.zeros_like(votes).scatter_add_(1, local[top_idx], top_sim)
+    vote_pred = classes[(votes + tie_break / (2 * k + 1)).argmax(dim=1)]
+    means = torch.zeros(len(classes), ex.shape[1]).index_add_(0, local, ex)
+    mean_pred = classes[(qu @ F.normalize(means, dim=1).T).argmax(dim=1)]
+    return vote_pred, mean_pred
+
+
+def run_episode(
+    gallery: FeatureSet, query: FeatureSet | None, episode: Episode
+) -> tuple[float, float]:
+    """Accuracy of (vote, class mean) for one episode."""
+    qset = gallery if query is None else query
+    ex_x, ex_y = gallery.subset(episode.exemplar_rows).tensors()
+    q_x, q_y = qset.subset(episode.query_rows).tensors()
+    if (
+        query is not None
+        and np.intersect1d(
+            gallery.sample_index[episode.exemplar_rows], qset.sample_index[episode.query_rows]
+        ).size
+    ):
+        raise ValueError("few-shot gallery and query parts share samples")
+    if len(q_y) == 0:
+        raise ValueError(f"few-shot episode (seed {episode.seed}, n={episode.shots}) has no query")
+    vote, mean = classify(ex_x, ex_y, q_x, episode.shots)
+    return float((vote == q_y).float().mean()), float((mean == q_y).float().mean())
+
+
+def fewshot_report(
+    gallery: FeatureSet,
+    query: FeatureSet | None,
+    shots: tuple[int, ...] = DEFAULT_SHOTS,
+    episodes: int = 10,
+    seed: int = 0,
+) -> tuple[dict[str, float], dict[str, list[int]]]:
+    """Mean and std over ``episodes`` episodes per n.
+
+    Returns ``({"fewshot_{n}shot_mean", "fewshot_{n}shot_std", "fewshot_{n}shot_mean_classmean",
+    ...}, {"{n}": [episode seeds]})``.
+    """
+    metrics: dict[str, float] = {}
+    seeds: dict[str, list[int]] = {}
+    for n in shots:
+        ep_seeds = [seed * 1000 + e for e in range(episodes)]
+        accs = np.array(
+            [run_episode(gallery, query, make_episode(gallery, query, n, s)) for s in ep_seeds]
+        )
+        metrics[f"fewshot_{n}shot_mean"] = float(accs[:, 0].mean())
+        metrics[f"fewshot_{n}shot_std"] = float(accs[:, 0].std())
+        metrics[f"fewshot_{n}shot_classmean_mean"] = float(accs[:, 1].mean())
+        metrics[f"fewshot_{n}shot_classmean_std"] = float(accs[:, 1].std())
+        seeds[str(n)] = ep_seeds
+    return metrics, seeds

@@ -1,0 +1,98 @@
+"""Linear probe on frozen, cached features (protocols.md §8).
+
+BatchNorm1d(affine=False) then Linear, SGD (momentum 0.9), lr 0.1 with a cosine schedule to
+0, 100 epochs, batch 256. On cached features this takes seconds rather than the hours of
+re-encoding every epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LinearProbeConfig:
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+def train_linear_probe(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    num_classes: int,
+    cfg: LinearProbeConfig = LinearProbeConfig(),
+) -> nn.Module:
+    """Fit BN + Linear on (N, C) features and (N,) labels; returns the probe in eval mode."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    probe = nn.Sequential(
+        nn.BatchNorm1d(train_x.shape[1], affine=False), nn.Linear(train_x.shape[1], num_classes)
+    )
+    nn.init.trunc_normal_(probe[1].weight, std=0.01)
+    nn.init.zeros_(probe[1].bias)
+    opt = torch.optim.SGD(
+        probe.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    n = len(train_y)
+    steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
+    total = cfg.epochs * steps_per_epoch
+    x, y = train_x.float(), train_y.long()
+    step = 0
+    probe.train()
+    for _ in range(cfg.epochs):
+        order = torch.randperm(n, generator=gen)
+        for lo in range(0, n, cfg.batch_size):
+            rows = order[lo : lo + cfg.batch_size]
+            if len(rows) < 2:  # BatchNorm needs two rows
+                continue
+            for group in opt.param_groups:
+                group["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * step / total))
+            loss = nn.functional.cross_entropy(probe(x[rows]), y[rows])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+    return probe.eval()
+
+
+@torch.no_grad()
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> np.ndarray:
+    """(K, K) counts, rows = true class, columns = predicted."""
+    flat = target.long() * num_classes + pred.long()
+    return (
+        torch.bincount(flat, minlength=num_classes * num_classes)
+        .reshape(num_classes, num_classes)
+        .numpy()
+    )
+
+
+def linear_probe(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    num_classes: int,
+    cfg: LinearProbeConfig = LinearProbeConfig(),
+) -> tuple[dict[str, float], np.ndarray]:
+    """Train on (N, C) train features, test on (Q, C).
+
+    Returns ``({"linear_top1", "linear_top5"}, confusion (K, K))``.
+    """
+    probe = train_linear_probe(train_x, train_y, num_classes, cfg)
+    with torch.no_grad():
+        logits = probe(test_x.float())
+    top = logits.topk(min(5, num_classes), dim=1).indices
+    top1 = float((top[:, 0] == test_y).float().mean()) if len(test_y) else 0.0
+    top5 = float((top == test_y[:, None]).any(dim=1).float().mean()) if len(test_y) else 0.0
+    return {"linear_top1": top1, "linear_top5": top5}, confusion_matrix(
+        top[:, 0], test_y, num_classes
+    )

@@ -1,0 +1,270 @@
+"""One entry to every evaluation protocol, for ``jobs/evaluate.py`` and the training jobs.
+
+``evaluate(checkpoint, data, cfg, out_dir)`` extracts the features a protocol needs once
+(cached under ``out_dir/features``), runs the requested protocols, draws the pictures and
+writes ``out_dir/eval.json``: a flat dict of stable metric names (``knn_top1``,
+``linear_top1``, ``fewshot_5shot_mean``, ``silhouette``, ``finetune_top1``, ...) plus what
+was evaluated (checkpoint, dataset digest, protocol, seeds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stars.config import to_dict
+from stars.data.config import DataConfig
+from stars.data.shards import SkeletonDataset
+from stars.eval.cluster import cluster_quality
+from stars.eval.config import EvalConfig
+from stars.eval.features import FeatureSet, encode_split_set, extract_features
+from stars.eval.fewshot import fewshot_report
+from stars.eval.knn import weighted_knn_report
+from stars.eval.linear import linear_probe
+from stars.eval.pictures import plot_confusion, plot_tsne
+from stars.model.checkpoint import encoder_state, load_encoder, read
+from stars.train.config import ScaleConfig
+
+RESULTS_FILE = "eval.json"
+
+
+@dataclass
+class EvalResult:
+    """Metrics (flat, stable names), artifact paths by name, and the features computed."""
+
+    metrics: dict[str, float]
+    info: dict[str, Any]
+    artifacts: dict[str, str] = field(default_factory=dict)
+    features: dict[str, FeatureSet] = field(default_factory=dict)
+
+
+class FeatureCache:
+    """Features of each split of one (checkpoint, dataset), computed at most once."""
+
+    def __init__(
+        self,
+        checkpoint: Path,
+        data: SkeletonDataset,
+        cfg: EvalConfig,
+        data_cfg: DataConfig,
+        out_dir: Path,
+        use_gpu: bool = False,
+    ):
+        self.checkpoint, self.data, self.cfg, self.data_cfg = checkpoint, data, cfg, data_cfg
+        self.dir = out_dir / "features"
+        self.model_cfg, _ = encoder_state(read(checkpoint), checkpoint)
+        self.use_gpu = use_gpu
+        self.sets: dict[str, FeatureSet] = {}
+        self._encoder = None
+
+    def __call__(self, split: str) -> FeatureSet:
+        if split in self.sets:
+            return self.sets[split]
+        if self.cfg.in_process:
+            if self._encoder is None:
+                self._encoder = load_encoder(self.checkpoint)
+            fs = encode_split_set(self._encoder, self.data, split, self.data_cfg)
+        else:
+            fs = extract_features(
+                self.checkpoint,
+                self.data,
+                split,
+                self.data_cfg,
+                num_frames=self.model_cfg.num_frames,
+                dim=self.model_cfg.dim,
+                actors=self.cfg.feature_actors,
+                use_gpu=self.use_gpu,
+                batch_size=self.cfg.feature_batch_size,
+            )
+        fs.save(
+            self.dir / f"{split}.npz",
+            {"checkpoint": str(self.checkpoint), "data_digest": self.data.digest, "split": split},
+        )
+        self.sets[split] = fs
+        return fs
+
+
+def fewshot_parts(data: SkeletonDataset, test_split: str) -> tuple[str, str | None, str]:
+    """(gallery split, query split or None, description): the dataset's held-out-class
+    split when it has one, else exemplars and queries both from the test split."""
+    fewshot = data.manifest.get("fewshot") or {}
+    if fewshot.get("gallery"):
+        return fewshot["gallery"], fewshot.get("query"), "novel classes"
+    return test_split, None, "test split (classes seen in pre-training)"
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data: SkeletonDataset,
+    cfg: EvalConfig,
+    out_dir: str | Path,
+    *,
+    data_cfg: DataConfig | None = None,
+    scale: ScaleConfig | None = None,
+    compare: dict[str, FeatureSet] | None = None,
+    run_name: str = "eval",
+    log: Callable[[str], None] = print,
+) -> EvalResult:
+    """Run ``cfg.protocols`` on the encoder of ``checkpoint`` over ``data``.
+
+    Args:
+        compare: test-split features of other encoders (e.g. ``{"stage 1": ...}``) drawn
+            beside this one in the t-SNE picture.
+        run_name: prefix of the Ray Train runs of the training protocols.
+    """
+    checkpoint = Path(checkpoint).resolve()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data_cfg = data_cfg or DataConfig()
+    scale = scale or ScaleConfig()
+    protocol = data.protocol(cfg.protocol or None)
+    train_split, test_split = protocol["train"], protocol["test"]
+    features = FeatureCache(checkpoint, data, cfg, data_cfg, out, scale.use_gpu)
+    if features.model_cfg.num_joints != data.num_joints:
+        raise ValueError(
+            f"{checkpoint}: the encoder expects V={features.model_cfg.num_joints} joints, "
+            f"dataset {data.root} has V={data.num_joints}"
+        )
+    metrics: dict[str, float] = {}
+    info: dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "data": str(data.root),
+        "data_digest": data.digest,
+        "protocol": protocol["name"],
+        "train_split": train_split,
+        "test_split": test_split,
+        "protocols": list(cfg.protocols),
+        "config": to_dict(cfg),
+    }
+    result = EvalResult(metrics, info)
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable[[], None]) -> None:
+        start = time.perf_counter()
+        fn()
+        timings[name] = round(time.perf_counter() - start, 2)
+        log(f"[eval] {name}: {timings[name]:.1f} s")
+
+    if "knn" in cfg.protocols:
+
+        def knn() -> None:
+            bank, query = features(train_split), features(test_split)
+            metrics.update(
+                weighted_knn_report(
+                    *bank.tensors(), *query.tensors(), cfg.knn_ks, cfg.knn_temperature
+                )
+            )
+
+        timed("knn", knn)
+    if "linear" in cfg.protocols:
+
+        def linear() -> None:
+            bank, query = features(train_split), features(test_split)
+            scores, confusion = linear_probe(
+                *bank.tensors(), *query.tensors(), data.num_classes, cfg.linear
+            )
+            metrics.update(scores)
+            path = plot_confusion(confusion, out / "confusion.png", data.class_names)
+            result.artifacts["confusion"] = str(path)
+
+        timed("linear", linear)
+    if "fewshot" in cfg.protocols:
+
+        def fewshot() -> None:
+            gallery_split, query_split, source = fewshot_parts(data, test_split)
+            gallery = features(gallery_split)
+            query = features(query_split) if query_split else None
+            scores, seeds = fewshot_report(
+                gallery, query, cfg.fewshot_shots, cfg.fewshot_episodes, cfg.seed
+            )
+            metrics.update(scores)
+            info["fewshot"] = {
+                "gallery": gallery_split,
+                "query": query_split,
+                "source": source,
+                "episode_seeds": seeds,
+            }
+            path = out / "fewshot_episodes.json"
+            path.write_text(json.dumps(info["fewshot"], indent=2))
+            result.artifacts["fewshot_episodes"] = str(path)
+
+        timed("fewshot", fewshot)
+    if "cluster" in cfg.protocols:
+
+        def cluster() -> None:
+            test = features(test_split)
+            metrics.update(cluster_quality(test.features, test.labels, cfg.seed))
+
+        timed("cluster", cluster)
+    if "tsne" in cfg.protocols:
+
+        def tsne() -> None:
+            panels = dict(compare or {})
+            panels["this encoder" if compare else "features"] = features(test_split)
+            path = plot_tsne(
+                panels,
+                out / "tsne.png",
+                data.class_names,
+                cfg.tsne_classes,
+                cfg.tsne_per_class,
+                cfg.seed,
+            )
+            result.artifacts["tsne"] = str(path)
+
+        timed("tsne", tsne)
+    for name in ("finetune", "transfer"):
+        if name in cfg.protocols:
+
+            def finetune(name: str = name) -> None:
+                from stars.eval.training import run_finetune
+
+                scores = run_finetune(
+                    checkpoint,
+                    data,
+                    train_split,
+                    test_split,
+                    cfg,
+                    data_cfg,
+                    scale,
+                    f"{run_name}-{name}",
+                    features.model_cfg.num_frames,
+                )
+                metrics.update({f"{name}_{k}": v for k, v in scores.items()})
+
+            timed(name, finetune)
+    if "semi" in cfg.protocols:
+
+        def semi() -> None:
+            from stars.eval.training import run_semi_supervised
+
+            scores, subsets = run_semi_supervised(
+                checkpoint,
+                data,
+                train_split,
+                test_split,
+                cfg,
+                data_cfg,
+                scale,
+                f"{run_name}-semi",
+                features.model_cfg.num_frames,
+                out / "semi_subsets",
+            )
+            metrics.update(scores)
+            result.artifacts.update(subsets)
+
+        timed("semi", semi)
+    info["timings_s"] = timings
+    result.features = dict(features.sets)
+    path = out / RESULTS_FILE
+    path.write_text(json.dumps({"metrics": metrics, **info}, indent=2, sort_keys=True))
+    result.artifacts["results"] = str(path)
+    return result
+
+
+def finetune_data_config(data_cfg: DataConfig, cfg: EvalConfig, num_frames: int) -> DataConfig:
+    return dataclasses.replace(data_cfg, num_frames=num_frames, batch_size=cfg.finetune.batch_size)

@@ -1,0 +1,126 @@
+"""Driver side of the training protocols: fine-tune, semi-supervised and transfer runs on
+Ray Train (the worker loop is :func:`stars.eval.finetune.finetune_worker`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from stars.config import to_dict
+from stars.data.config import DataConfig
+from stars.data.pipeline import build_dataset
+from stars.data.shards import SkeletonDataset
+from stars.eval.config import EvalConfig
+from stars.eval.finetune import finetune_worker, restrict_to
+from stars.eval.subsets import save_subset, stratified_subset
+from stars.train.config import ScaleConfig
+from stars.train.launch import make_trainer, steps_per_epoch
+
+
+def run_finetune(
+    checkpoint: Path,
+    data: SkeletonDataset,
+    train_split: str,
+    test_split: str,
+    cfg: EvalConfig,
+    data_cfg: DataConfig,
+    scale: ScaleConfig,
+    name: str,
+    num_frames: int,
+    subset: np.ndarray | None = None,
+    seed: int | None = None,
+) -> dict[str, float]:
+    """Fine-tune the encoder of ``checkpoint`` on ``train_split`` (or the sample ids
+    ``subset`` of it) and test on ``test_split``.
+
+    Returns ``{"top1", "top5", "train_samples"}`` of the last epoch (no selection on the test
+    split).
+    """
+    ft = cfg.finetune if seed is None else dataclasses.replace(cfg.finetune, seed=seed)
+    dcfg = dataclasses.replace(data_cfg, num_frames=num_frames, batch_size=ft.batch_size)
+    train = build_dataset(data, train_split, "train", dcfg)
+    rows = data.split_size(train_split)
+    if subset is not None:
+        train = train.map_batches(
+            functools.partial(restrict_to, keep=np.sort(subset)), batch_format="numpy"
+        )
+        rows = len(subset)
+    batch = min(ft.batch_size, max(1, rows // scale.num_workers))
+    ft = dataclasses.replace(ft, batch_size=batch)
+    dcfg = dataclasses.replace(dcfg, batch_size=batch)
+    trainer = make_trainer(
+        finetune_worker,
+        {
+            "finetune": to_dict(ft),
+            "data": to_dict(dcfg),
+            "scale": to_dict(scale),
+            "source": str(checkpoint),
+            "num_classes": data.num_classes,
+            "steps_per_epoch": steps_per_epoch(rows, scale.num_workers, batch),
+            "eval_every": cfg.eval_every,
+        },
+        dataclasses.replace(scale, num_to_keep=1),
+        name,
+        {"train": train, "test": build_dataset(data, test_split, "eval", dcfg)},
+        split_only=["train"],
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    final = result.metrics or {}
+    return {
+        "top1": float(final["test_top1"]),
+        "top5": float(final["test_top5"]),
+        "train_samples": float(rows),
+    }
+
+
+def run_semi_supervised(
+    checkpoint: Path,
+    data: SkeletonDataset,
+    train_split: str,
+    test_split: str,
+    cfg: EvalConfig,
+    data_cfg: DataConfig,
+    scale: ScaleConfig,
+    name: str,
+    num_frames: int,
+    subset_dir: Path,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Fine-tune on each labelled fraction x seed; mean and std over seeds.
+
+    Subsets are drawn here, on the driver, and saved under ``subset_dir``.
+    Returns ``({"semi_1pct_top1_mean", "semi_1pct_top1_std", ...}, {artifact: path})``.
+    """
+    arrays = data.read_split(train_split, ["sample_index", "label"])
+    metrics: dict[str, float] = {}
+    artifacts: dict[str, str] = {}
+    for fraction in cfg.semi_fractions:
+        tag = f"{fraction * 100:g}pct".replace(".", "_")
+        scores = []
+        for seed in range(cfg.semi_seeds):
+            ids = stratified_subset(arrays["sample_index"], arrays["label"], fraction, seed)
+            path = save_subset(
+                subset_dir / f"{tag}_seed{seed}.json", ids, fraction, seed, train_split
+            )
+            artifacts[f"semi_{tag}_seed{seed}"] = str(path)
+            result = run_finetune(
+                checkpoint,
+                data,
+                train_split,
+                test_split,
+                cfg,
+                data_cfg,
+                scale,
+                f"{name}-{tag}-seed{seed}",
+                num_frames,
+                subset=ids,
+                seed=seed,
+            )
+            scores.append(result["top1"])
+        metrics[f"semi_{tag}_top1_mean"] = float(np.mean(scores))
+        metrics[f"semi_{tag}_top1_std"] = float(np.std(scores))
+    return metrics, artifacts

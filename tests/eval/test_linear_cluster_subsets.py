@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from stars.eval.cluster import cluster_quality
+from stars.eval.linear import LinearProbeConfig, linear_probe
+from stars.eval.subsets import load_subset, save_subset, stratified_subset
+
+
+def test_linear_probe_solves_linearly_separable_features():
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(12, 5, generator=gen)
+    x = torch.randn(3000, 12, generator=gen) * 3 + 1.0
+    logits = x @ w
+    top2 = logits.topk(2, dim=1).values
+    keep = (top2[:, 0] - top2[:, 1]) > 1.0  # a margin: linearly separable with room to spare
+    x, y = x[keep][:600], logits[keep][:600].argmax(dim=1)
+    scores, confusion = linear_probe(
+        x[:500], y[:500], x[500:], y[500:], 5, LinearProbeConfig(epochs=60)
+    )
+    assert scores["linear_top1"] >= 0.95
+    assert confusion.shape == (5, 5) and confusion.sum() == 100
+
+
+def test_linear_probe_is_at_chance_on_random_labels():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(400, 8, generator=gen)
+    y = torch.randint(0, 4, (400,), generator=gen)
+    scores, _ = linear_probe(x[:300], y[:300], x[300:], y[300:], 4, LinearProbeConfig(epochs=20))
+    assert scores["linear_top1"] < 0.45
+
+
+def test_cluster_quality_separates_good_from_random():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(5), 40)
+    centres = rng.normal(size=(5, 16)) * 5
+    good = cluster_quality(centres[labels] + rng.normal(size=(200, 16)), labels)
+    bad = cluster_quality(rng.normal(size=(200, 16)), labels)
+    assert good["silhouette"] > 0.5 and good["kmeans_nmi"] > 0.9 and good["kmeans_ari"] > 0.9
+    assert bad["silhouette"] < 0.1 and bad["kmeans_nmi"] < 0.2
+
+
+def test_semi_supervised_subsets_are_stratified_and_order_independent(tmp_path):
+    labels = np.repeat(np.arange(4), [10, 20, 30, 200])
+    index = np.arange(len(labels)) * 3 + 5
+    ids = stratified_subset(index, labels, 0.1, seed=2)
+    perm = np.random.default_rng(0).permutation(len(labels))
+    assert np.array_equal(ids, stratified_subset(index[perm], labels[perm], 0.1, seed=2))
+    assert not np.array_equal(ids, stratified_subset(index, labels, 0.1, seed=3))
+    per_class = np.bincount(labels[np.searchsorted(index, ids)])
+    assert per_class.tolist() == [1, 2, 3, 20]
+    assert np.array_equal(load_subset(save_subset(tmp_path / "s.json", ids, 0.1, 2, "train")), ids)

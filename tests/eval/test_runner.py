@@ -1,0 +1,135 @@
+"""Every protocol end to end on a tiny checkpoint and the tiny synthetic dataset."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stars.config import from_dict
+from stars.eval.cli import main as evaluate_main
+from stars.eval.config import EvalJobConfig, eval_job_preset
+from stars.eval.features import FeatureSet
+from stars.eval.runner import evaluate
+from stars.eval.subsets import stratified_subset
+from stars.model import checkpoint as ckpt
+from stars.model.config import preset
+from stars.model.mamp import MAMP
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
+    ckpt.save(path, ckpt.stage1_payload(MAMP(preset("tiny")), epoch=0, global_step=0))
+    return path
+
+
+def _job(tiny_dataset_dir, tmp_path, **eval_overrides):
+    cfg = eval_job_preset("tiny")
+    cfg["data"]["path"] = str(tiny_dataset_dir)
+    cfg["eval"].update(eval_overrides)
+    cfg["scale"] = {"storage_path": str(tmp_path / "runs")}
+    return from_dict(EvalJobConfig, cfg)
+
+
+@pytest.mark.ray
+def test_feature_protocols_on_ray_match_in_process(
+    ray_local, tiny_checkpoint, tiny_dataset, tiny_dataset_dir, tmp_path
+):
+    job = _job(tiny_dataset_dir, tmp_path)
+    result = evaluate(
+        tiny_checkpoint, tiny_dataset, job.eval, tmp_path / "ray", data_cfg=job.data, log=str
+    )
+    local_job = _job(tiny_dataset_dir, tmp_path, in_process=True, protocols=("knn",))
+    local = evaluate(
+        tiny_checkpoint,
+        tiny_dataset,
+        local_job.eval,
+        tmp_path / "local",
+        data_cfg=job.data,
+        log=str,
+    )
+    for split in ("xsub_train", "xsub_test"):
+        a, b = result.features[split], local.features[split]
+        assert np.array_equal(a.sample_index, b.sample_index)
+        np.testing.assert_allclose(a.features, b.features, rtol=1e-4, atol=1e-5)
+        assert len(a) == tiny_dataset.split_size(split)
+    m = result.metrics
+    for name in (
+        "knn_top1",
+        "wknn_k20_top1",
+        "linear_top1",
+        "fewshot_1shot_mean",
+        "fewshot_2shot_std",
+        "silhouette",
+        "kmeans_nmi",
+    ):
+        assert name in m and np.isfinite(m[name]), name
+    assert m["knn_top1"] == local.metrics["knn_top1"]
+    saved = json.loads((tmp_path / "ray" / "eval.json").read_text())
+    assert saved["metrics"] == m and saved["protocol"] == "xsub"
+    assert saved["fewshot"]["source"] == "novel classes"
+    for name in ("tsne", "confusion", "fewshot_episodes"):
+        assert (tmp_path / "ray" / result.artifacts[name].split("/")[-1]).stat().st_size > 0
+    cached = FeatureSet.load(tmp_path / "ray" / "features" / "fewshot_query.npz")
+    assert len(cached) == tiny_dataset.split_size("fewshot_query")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_finetune_and_semi_supervised_on_ray_train(
+    ray_local, tiny_checkpoint, tiny_dataset, tiny_dataset_dir, tmp_path
+):
+    job = _job(tiny_dataset_dir, tmp_path, protocols=("finetune", "semi"))
+    result = evaluate(
+        tiny_checkpoint,
+        tiny_dataset,
+        job.eval,
+        tmp_path / "out",
+        data_cfg=job.data,
+        scale=job.scale,
+        log=str,
+    )
+    m = result.metrics
+    assert 0 <= m["finetune_top1"] <= 1 and m["finetune_train_samples"] == tiny_dataset.split_size(
+        "xsub_train"
+    )
+    assert {"semi_50pct_top1_mean", "semi_50pct_top1_std"} <= set(m)
+    subset = json.loads((tmp_path / "out" / "semi_subsets" / "50pct_seed0.json").read_text())
+    train = tiny_dataset.read_split("xsub_train", ["sample_index", "label"])
+    expected = stratified_subset(train["sample_index"], train["label"], 0.5, seed=0)
+    assert subset["sample_index"] == expected.tolist() and subset["split"] == "xsub_train"
+
+
+def test_cli_in_process_knn(tiny_checkpoint, tiny_dataset_dir, tmp_path, capsys):
+    code = evaluate_main(
+        [
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--data",
+            str(tiny_dataset_dir),
+            "--preset",
+            "tiny",
+            "--protocols",
+            "knn,fewshot",
+            "--out",
+            str(tmp_path / "cli"),
+            "--set",
+            "eval.in_process=true",
+        ]
+    )
+    assert code == 0
+    assert "knn_top1" in capsys.readouterr().out
+    assert (
+        "fewshot_1shot_mean" in json.loads((tmp_path / "cli" / "eval.json").read_text())["metrics"]
+    )
+
+
+def test_cli_rejects_unknown_protocol(tiny_checkpoint, capsys):
+    with pytest.raises(SystemExit):
+        evaluate_main(["--checkpoint", str(tiny_checkpoint), "--protocols", "knn,bogus"])
+    assert "unknown evaluation protocol" in capsys.readouterr().err
