@@ -1,6 +1,7 @@
-"""STARS main job: MAMP pre-training (stage 1) on Ray Train.
+"""STARS main job: stage 1 (MAMP) -> evaluation -> stage 2 (STARS) -> evaluation, in MLflow.
 
-    python jobs/pretrain.py --stage1-only [--preset small] [--data DIR] [--set key=value ...]
+    python jobs/pretrain.py [--preset small] [--data DIR] [--stage1-only] [--from-run RUN_ID]
+        [--tracking-uri URI] [--set key=value ...]
     ray job submit --working-dir . -- python jobs/pretrain.py --preset paper --data DIR \\
         --set scale.num_workers=4 --set scale.use_gpu=true --set scale.storage_path=s3://...
 """

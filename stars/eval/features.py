@@ -119,6 +119,8 @@ def extract_features(
     """
     import dataclasses
 
+    import ray.data
+
     from stars.data.pipeline import build_dataset
 
     eval_cfg = dataclasses.replace(cfg, num_frames=num_frames, map_batch_size=batch_size)
@@ -127,7 +129,7 @@ def extract_features(
         fn_constructor_kwargs={"checkpoint": str(checkpoint)},
         batch_size=batch_size,
         batch_format="numpy",
-        concurrency=actors,
+        compute=ray.data.ActorPoolStrategy(size=actors),
         num_gpus=1 if use_gpu else None,
         num_cpus=None if use_gpu else 0.5,
     )

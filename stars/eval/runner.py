@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from stars.config import to_dict
 from stars.data.config import DataConfig
 from stars.data.shards import SkeletonDataset
@@ -61,8 +63,12 @@ class FeatureCache:
         self.use_gpu = use_gpu
         self.sets: dict[str, FeatureSet] = {}
         self._encoder = None
+        self._all: FeatureSet | None = None
 
     def __call__(self, split: str) -> FeatureSet:
+        """Features of ``split``. The Ray path encodes the whole dataset in one pass the first
+        time (a pass has a fixed cost of seconds; protocols need most splits anyway) and
+        serves every split from it."""
         if split in self.sets:
             return self.sets[split]
         if self.cfg.in_process:
@@ -70,17 +76,24 @@ class FeatureCache:
                 self._encoder = load_encoder(self.checkpoint)
             fs = encode_split_set(self._encoder, self.data, split, self.data_cfg)
         else:
-            fs = extract_features(
-                self.checkpoint,
-                self.data,
-                split,
-                self.data_cfg,
-                num_frames=self.model_cfg.num_frames,
-                dim=self.model_cfg.dim,
-                actors=self.cfg.feature_actors,
-                use_gpu=self.use_gpu,
-                batch_size=self.cfg.feature_batch_size,
-            )
+            if self._all is None:
+                self._all = extract_features(
+                    self.checkpoint,
+                    self.data,
+                    None,
+                    self.data_cfg,
+                    num_frames=self.model_cfg.num_frames,
+                    dim=self.model_cfg.dim,
+                    actors=self.cfg.feature_actors,
+                    use_gpu=self.use_gpu,
+                    batch_size=self.cfg.feature_batch_size,
+                )
+            ids = self.data.read_split(split, ["sample_index"])["sample_index"]
+            fs = self._all.subset(np.flatnonzero(np.isin(self._all.sample_index, ids)))
+            if len(fs) != len(ids):
+                raise RuntimeError(
+                    f"feature extraction returned {len(fs)} of the {len(ids)} samples of {split}"
+                )
         fs.save(
             self.dir / f"{split}.npz",
             {"checkpoint": str(self.checkpoint), "data_digest": self.data.digest, "split": split},

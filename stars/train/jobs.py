@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 from typing import Any
 
-from stars.config import ConfigError, dump_yaml, from_dict, load_config
+from stars.config import ConfigError, from_dict, load_config
 from stars.train.config import JOB_PRESETS, TUNE_PRESETS, PretrainConfig, TuneConfig
 
 
@@ -69,42 +68,91 @@ def table(rows: list[tuple[str, Any]]) -> str:
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
+def add_main_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--stage1-only", action="store_true", help="pre-train and evaluate, no stage 2"
+    )
+    parser.add_argument("--from-run", default="", help="tune the stage-1 MLflow run RUN_ID")
+    parser.add_argument(
+        "--tracking-uri",
+        default="",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+    )
+    parser.add_argument("--experiment", default="", help="MLflow experiment (default: per dataset)")
+    parser.add_argument("--no-tracking", action="store_true", help="run without MLflow")
+    parser.add_argument(
+        "--protocols",
+        help="evaluation protocols after each stage (default: knn,linear,fewshot,cluster,tsne; "
+        "empty string: none)",
+    )
+    for flag, what in (("--tune-set", "stage-2"), ("--eval-set", "evaluation")):
+        parser.add_argument(
+            flag,
+            dest=flag[2:].replace("-", "_"),
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"dotted {what} config override, repeatable",
+        )
+
+
+def load_main_config(args: argparse.Namespace):
+    from stars.eval.config import EVAL_PRESETS, EvalConfig
+    from stars.workflow import MAIN_EVAL_PROTOCOLS, MainConfig
+
+    pretrain = load_pretrain_config(args)
+    tune = load_config(
+        TuneConfig, None, list(args.tune_set), base=from_dict(TuneConfig, TUNE_PRESETS[args.preset])
+    )
+    eval_base = dict(EVAL_PRESETS[args.preset].get("eval", {}))
+    eval_base.setdefault("protocols", list(MAIN_EVAL_PROTOCOLS))
+    eval_overrides = list(args.eval_set)
+    if args.protocols is not None:
+        eval_overrides.append(f"protocols=[{args.protocols}]")
+    evaluation = load_config(
+        EvalConfig, None, eval_overrides, base=from_dict(EvalConfig, eval_base)
+    )
+    tracking = {"uri": args.tracking_uri, "experiment": args.experiment}
+    tracking["enabled"] = not args.no_tracking
+    from stars.tracking.config import TrackingConfig
+
+    return MainConfig(
+        pretrain=pretrain, tune=tune, eval=evaluation, tracking=from_dict(TrackingConfig, tracking)
+    )
+
+
 def pretrain_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="pretrain.py", description="STARS stage 1: MAMP pre-training on Ray."
+        prog="pretrain.py",
+        description="STARS main job: data -> stage 1 (MAMP) -> evaluation -> stage 2 (STARS "
+        "tuning) -> evaluation, tracked in MLflow.",
     )
     add_common_args(parser)
-    parser.add_argument(
-        "--stage1-only",
-        action="store_true",
-        help="pre-train only (stage 2 and tracking come with later releases)",
-    )
+    add_main_args(parser)
     args = parser.parse_args(argv)
+    if args.preset not in TUNE_PRESETS and not args.stage1_only:
+        parser.error(f"stage 2 presets: {', '.join(sorted(TUNE_PRESETS))} (or --stage1-only)")
     try:
-        cfg = load_pretrain_config(args)
+        cfg = load_main_config(args)
     except (ConfigError, ValueError) as err:
         parser.error(str(err))
-    from stars.train.launch import run_stage1
+    from stars.workflow import format_summary, run_main
 
-    name = args.name or run_name("stage1")
+    name = args.name or run_name("stars")
     init_ray()
-    result = run_stage1(cfg, name)
-    out = Path(result.storage_dir)
-    if "://" not in str(out):
-        dump_yaml(cfg, out / "config.yaml")
-    last = result.history[-1] if result.history else {}
-    print(
-        table(
-            [
-                ("stage", "stage1 (MAMP)"),
-                ("run", name),
-                ("epochs", len(result.history)),
-                ("final loss", f"{last.get('loss', 0):.4f}"),
-                ("throughput", f"{last.get('throughput_seq_per_s', 0):.1f} seq/s"),
-                ("checkpoint", result.checkpoint_file),
-            ]
-        )
-    )
+    outcomes = run_main(cfg, name, stage1_only=args.stage1_only, from_run=args.from_run)
+    print()
+    print(format_summary(outcomes))
+    if cfg.tracking.enabled:
+        from stars.tracking.config import resolve_uri
+
+        uri = resolve_uri(cfg.tracking.uri)
+        print()
+        if uri.startswith(("http://", "https://")):
+            print(f"MLflow: {uri}")
+        else:
+            print(f"MLflow UI:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+            print("then open http://127.0.0.1:5000 and compare the stage-1 and stage-2 runs")
     return 0
 
 

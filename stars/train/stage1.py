@@ -11,6 +11,7 @@ from stars.config import from_dict, to_dict
 from stars.data.pipeline import iter_worker_batches
 from stars.model import checkpoint as ckpt
 from stars.model.mamp import MAMP
+from stars.tracking.epochs import EpochLogger
 from stars.train import loop
 from stars.train.config import PretrainConfig
 from stars.train.optim import build_adamw, param_groups, scheduled_lr, set_lr
@@ -44,6 +45,7 @@ def stage1_worker(config: dict[str, Any]) -> None:
         start_epoch, step, history = loop.resume_position(resumed, rank, cfg.stage1.seed)
     model = ray.train.torch.prepare_model(model.to(device))
     shard = ray.train.get_dataset_shard("train")
+    epoch_log = EpochLogger(config.get("extra", {}), rank)
 
     for epoch in range(start_epoch, cfg.stage1.epochs):
         model.train()
@@ -87,3 +89,4 @@ def stage1_worker(config: dict[str, Any]) -> None:
                 extra=config.get("extra", {}),
             )
         loop.report(metrics, payload)
+        epoch_log.log(metrics, epoch)

@@ -22,6 +22,7 @@ from stars.eval.knn import weighted_knn_report
 from stars.model import checkpoint as ckpt
 from stars.model.encoder import SkeletonEncoder, actors_as_batch, patchify
 from stars.model.heads import ContrastiveHeads
+from stars.tracking.epochs import EpochLogger
 from stars.train import loop
 from stars.train.config import Stage2Config, TuneConfig
 from stars.train.nnclr import SupportQueue, gather_no_grad, nnclr_loss
@@ -157,6 +158,7 @@ def stage2_worker(config: dict[str, Any]) -> None:
     ddp_kwargs = {"find_unused_parameters": True} if s2.head_warmup_epochs else {}
     wrapped = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs)
     shard = ray.train.get_dataset_shard("train")
+    epoch_log = EpochLogger(config.get("extra", {}), rank)
 
     for epoch in range(start_epoch, total_epochs):
         phase = "heads" if epoch < s2.head_warmup_epochs else "tune"
@@ -220,3 +222,4 @@ def stage2_worker(config: dict[str, Any]) -> None:
                 "extra": config.get("extra", {}),
             }
         loop.report({k: v for k, v in metrics.items() if k != "phase"}, payload)
+        epoch_log.log(metrics, epoch)

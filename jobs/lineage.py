@@ -1,0 +1,8 @@
+"""Print the lineage tree: ``python jobs/lineage.py [--experiment NAME] [--best RUN_ID]``."""
+
+import sys
+
+from stars.tracking.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""MLflow tracking: runs per stage, lineage tags, the model registry (issue #7).
+
+Every call goes through ``MlflowClient`` with an explicit run id, from the driver or from
+rank 0 of a training job; nothing relies on MLflow's process-local active run.
+"""

@@ -1,0 +1,97 @@
+"""Lineage queries over the ``stars.*`` tags: which tuned runs came from which stage-1 run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from stars.tracking.runs import SOURCE_RUN, STAGE
+
+
+@dataclass
+class LineageNode:
+    run: Any  # mlflow.entities.Run
+    children: list[LineageNode] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return self.run.info.run_id
+
+
+def _experiments(mlflow_client, experiment_ids: list[str] | None) -> list[str]:
+    if experiment_ids:
+        return experiment_ids
+    return [e.experiment_id for e in mlflow_client.search_experiments()]
+
+
+def descendants(mlflow_client, run_id: str, experiment_ids: list[str] | None = None) -> list:
+    """Stage-2 runs tuned from stage-1 run ``run_id``, oldest first."""
+    runs = mlflow_client.search_runs(
+        _experiments(mlflow_client, experiment_ids),
+        filter_string=f"tags.`{SOURCE_RUN}` = '{run_id}'",
+        order_by=["attributes.start_time ASC"],
+    )
+    return list(runs)
+
+
+def ancestor(mlflow_client, run_id: str):
+    """The stage-1 run a tuned run came from (None when it has no recorded source)."""
+    source = mlflow_client.get_run(run_id).data.tags.get(SOURCE_RUN)
+    return mlflow_client.get_run(source) if source else None
+
+
+def best_descendant(
+    mlflow_client,
+    run_id: str,
+    metric: str,
+    mode: str = "max",
+    experiment_ids: list[str] | None = None,
+):
+    """The tuned descendant with the best final ``metric`` (None when none reports it)."""
+    scored = [
+        r for r in descendants(mlflow_client, run_id, experiment_ids) if metric in r.data.metrics
+    ]
+    if not scored:
+        return None
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda r: r.data.metrics[metric])
+
+
+def lineage_tree(mlflow_client, experiment_ids: list[str] | None = None) -> list[LineageNode]:
+    """Every stage-1 run with its tuned descendants (stage-2 runs whose source is unknown to
+    these experiments are listed as roots of their own)."""
+    exps = _experiments(mlflow_client, experiment_ids)
+    stage1 = mlflow_client.search_runs(
+        exps, filter_string=f"tags.`{STAGE}` = 'stage1'", order_by=["attributes.start_time ASC"]
+    )
+    stage2 = mlflow_client.search_runs(
+        exps, filter_string=f"tags.`{STAGE}` = 'stage2'", order_by=["attributes.start_time ASC"]
+    )
+    roots = {r.info.run_id: LineageNode(r) for r in stage1}
+    orphans = []
+    for run in stage2:
+        parent = roots.get(run.data.tags.get(SOURCE_RUN, ""))
+        (parent.children if parent else orphans).append(LineageNode(run))
+    return [*roots.values(), *orphans]
+
+
+def format_tree(
+    nodes: list[LineageNode],
+    metrics: tuple[str, ...] = ("knn_top1", "fewshot_1shot_mean", "fewshot_5shot_mean"),
+) -> str:
+    """Text tree: each stage-1 run, its tuned descendants indented, with ``metrics``."""
+
+    def line(node: LineageNode, indent: str) -> str:
+        run = node.run
+        values = "  ".join(
+            f"{m}={run.data.metrics[m]:.4f}" if m in run.data.metrics else f"{m}=-" for m in metrics
+        )
+        stage = run.data.tags.get(STAGE, "?")
+        name = run.info.run_name or ""
+        return f"{indent}{stage} {run.info.run_id} {name} [{run.info.status}]  {values}"
+
+    lines = []
+    for node in nodes:
+        lines.append(line(node, ""))
+        lines += [line(child, "  └─ ") for child in node.children]
+    return "\n".join(lines) if lines else "(no STARS runs)"

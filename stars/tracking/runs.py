@@ -1,0 +1,172 @@
+"""One MLflow run per stage-1 training, stage-2 tuning or evaluation, driven by run id."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from stars.config import dump_yaml, flatten
+
+MAX_PARAM_CHARS = 500  # long values are truncated in params; the YAML artifact has them whole
+
+# Lineage tags (issue #7).
+STAGE = "stars.stage"
+CHECKPOINT = "stars.checkpoint"
+SOURCE_RUN = "stars.source_run_id"
+SOURCE_CHECKPOINT = "stars.source_checkpoint"
+SWEEP = "stars.sweep_id"
+DATA_DIGEST = "stars.data_digest"
+
+
+def client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(mlflow_client, name: str) -> str:
+    """Id of experiment ``name``, created when missing (restored when deleted)."""
+    exp = mlflow_client.get_experiment_by_name(name)
+    if exp is None:
+        return mlflow_client.create_experiment(name)
+    if exp.lifecycle_stage == "deleted":
+        mlflow_client.restore_experiment(exp.experiment_id)
+    return exp.experiment_id
+
+
+def code_version(repo: Path | None = None) -> dict[str, str]:
+    """Git sha and dirty flag of the code that runs (``unknown`` outside a checkout)."""
+    repo = repo or Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"stars.git_sha": "unknown", "stars.git_dirty": "unknown"}
+    return {"stars.git_sha": sha, "stars.git_dirty": str(dirty).lower()}
+
+
+def params_of(cfg: Any) -> dict[str, str]:
+    """Flattened config as MLflow params, long values truncated."""
+    out = {}
+    for key, value in flatten(cfg).items():
+        text = json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+        out[key] = text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
+    return out
+
+
+def log_metrics(mlflow_client, run_id: str, metrics: Mapping[str, Any], step: int) -> None:
+    """Numeric entries of ``metrics`` at ``step`` in one batch."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [
+        Metric(key, float(value), now, step)
+        for key, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    ]
+    for lo in range(0, len(batch), 1000):
+        mlflow_client.log_batch(run_id, metrics=batch[lo : lo + 1000])
+
+
+def log_params(mlflow_client, run_id: str, params: Mapping[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in params.items()]
+    for lo in range(0, len(items), 100):
+        mlflow_client.log_batch(run_id, params=items[lo : lo + 100])
+
+
+def log_dataset(mlflow_client, run_id: str, data: Any, split: str) -> None:
+    """``mlflow.log_input`` equivalent: the dataset's digest, path, layout and split sizes."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    manifest = data.manifest
+    profile = {"num_samples": data.num_samples, "splits": manifest.get("splits", {})}
+    schema = {
+        "layout": data.layout.name,
+        "num_joints": data.num_joints,
+        "num_bodies": data.num_bodies,
+        "t_max": data.t_max,
+        "num_classes": data.num_classes,
+    }
+    dataset = Dataset(
+        name=manifest.get("name") or Path(data.root).name,
+        digest=data.digest[:36],
+        source_type="local" if "://" not in str(data.root) else "uri",
+        source=json.dumps({"uri": str(data.root)}),
+        schema=json.dumps(schema),
+        profile=json.dumps(profile),
+    )
+    mlflow_client.log_inputs(
+        run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", split)])]
+    )
+
+
+class StageRun:
+    """An MLflow run seen through its id: params, metrics, tags, artifacts, status."""
+
+    def __init__(self, mlflow_client, run_id: str):
+        self.client = mlflow_client
+        self.run_id = run_id
+
+    @classmethod
+    def create(
+        cls,
+        mlflow_client,
+        experiment: str,
+        name: str,
+        stage: str,
+        cfg: Any,
+        tags: Mapping[str, str] | None = None,
+    ) -> StageRun:
+        all_tags = {STAGE: stage, **code_version(), **(tags or {})}
+        run = mlflow_client.create_run(
+            experiment_id(mlflow_client, experiment), run_name=name, tags=all_tags
+        )
+        self = cls(mlflow_client, run.info.run_id)
+        log_params(mlflow_client, self.run_id, params_of(cfg))
+        mlflow_client.log_text(self.run_id, dump_yaml(cfg), "config.yaml")
+        return self
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int = 0) -> None:
+        log_metrics(self.client, self.run_id, metrics, step)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> str:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        name = Path(path).name
+        return f"{self.artifact_uri}/{artifact_path + '/' if artifact_path else ''}{name}"
+
+    @property
+    def artifact_uri(self) -> str:
+        return self.client.get_run(self.run_id).info.artifact_uri
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
+
+    @contextmanager
+    def active(self) -> Iterator[StageRun]:
+        """End FINISHED, or FAILED on an error, KILLED on Ctrl-C: never left RUNNING."""
+        try:
+            yield self
+        except KeyboardInterrupt:
+            self.end("KILLED")
+            raise
+        except BaseException:
+            self.end("FAILED")
+            raise
+        self.end("FINISHED")

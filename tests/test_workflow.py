@@ -1,0 +1,185 @@
+"""The main job end to end on the tiny preset, tracked in MLflow (SQLite and a real server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from stars.tracking import lineage
+from stars.tracking.cli import main as lineage_main
+from stars.tracking.runs import CHECKPOINT, SOURCE_CHECKPOINT, SOURCE_RUN, STAGE, client
+from stars.train.jobs import pretrain_main
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+FAST_EVAL = ["--eval-set", "fewshot_shots=[1,2]", "--eval-set", "fewshot_episodes=2"]
+
+
+def _job(data: Path, tmp: Path, uri: str, name: str, *extra: str) -> list[str]:
+    return [
+        "--preset",
+        "tiny",
+        "--data",
+        str(data),
+        "--name",
+        name,
+        "--set",
+        f"scale.storage_path={tmp / 'runs'}",
+        "--tracking-uri",
+        uri,
+        *FAST_EVAL,
+        *extra,
+    ]
+
+
+def _runs(mlflow_client, stage: str) -> list:
+    exp = mlflow_client.get_experiment_by_name("stars-synthetic")
+    return list(
+        mlflow_client.search_runs([exp.experiment_id], filter_string=f"tags.`{STAGE}` = '{stage}'")
+    )
+
+
+def test_main_job_links_stages_in_mlflow(ray_local, tiny_dataset_dir, tmp_path, capsys):
+    from stars.model.checkpoint import load_encoder
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert pretrain_main(_job(tiny_dataset_dir, tmp_path, uri, "demo")) == 0
+    printed = capsys.readouterr().out
+    assert "knn_top1" in printed and "mlflow ui --backend-store-uri" in printed
+    c = client(uri)
+    (s1,), (s2,) = _runs(c, "stage1"), _runs(c, "stage2")
+    assert s1.info.status == s2.info.status == "FINISHED"
+    assert s2.data.tags[SOURCE_RUN] == s1.info.run_id
+    assert s2.data.tags[SOURCE_CHECKPOINT] == s1.data.tags[CHECKPOINT]
+    for run in (s1, s2):
+        for metric in ("knn_top1", "linear_top1", "fewshot_1shot_mean", "silhouette", "loss"):
+            assert metric in run.data.metrics, (run.info.run_name, metric)
+        load_encoder(run.data.tags[CHECKPOINT])
+        names = {a.path for a in c.list_artifacts(run.info.run_id, "eval")}
+        assert {"eval/tsne.png", "eval/eval.json", "eval/confusion.png"} <= names
+        assert [a.path for a in c.list_artifacts(run.info.run_id, "checkpoint")]
+        assert run.data.params["data.path"] == str(tiny_dataset_dir)
+        assert run.inputs.dataset_inputs, "dataset input not logged"
+        assert "stars.git_sha" in run.data.tags
+    steps = [m.step for m in c.get_metric_history(s1.info.run_id, "loss")]
+    assert steps == [0, 1]
+    # Lineage queries.
+    assert [r.info.run_id for r in lineage.descendants(c, s1.info.run_id)] == [s2.info.run_id]
+    assert lineage.ancestor(c, s2.info.run_id).info.run_id == s1.info.run_id
+    assert lineage.best_descendant(c, s1.info.run_id, "knn_top1").info.run_id == s2.info.run_id
+    tree = lineage.lineage_tree(c)
+    assert [n.run_id for n in tree] == [s1.info.run_id]
+    assert [ch.run_id for ch in tree[0].children] == [s2.info.run_id]
+    model = c.search_registered_models()[0]
+    assert set(model.aliases) == {"stage1-latest", "stage2-best"}
+    assert lineage_main(["--tracking-uri", uri]) == 0
+    assert s2.info.run_id in capsys.readouterr().out
+    # A second tuning of the same stage-1 run, by its MLflow id.
+    assert (
+        pretrain_main(_job(tiny_dataset_dir, tmp_path, uri, "again", "--from-run", s1.info.run_id))
+        == 0
+    )
+    assert len(lineage.descendants(c, s1.info.run_id)) == 2
+    assert len(_runs(c, "stage1")) == 1
+
+
+def test_crash_ends_failed_and_resume_continues_the_same_run(ray_local, tiny_dataset_dir, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    marker = tmp_path / "failed-once"
+    crash = _job(
+        tiny_dataset_dir,
+        tmp_path,
+        uri,
+        "crash",
+        "--stage1-only",
+        "--protocols",
+        "",
+        "--set",
+        "stage1.epochs=3",
+        "--set",
+        "stage1.fail_at_step=14",
+        "--set",
+        f"stage1.fail_marker={marker}",
+    )
+    with pytest.raises(Exception, match="injected failure"):
+        pretrain_main(crash)
+    c = client(uri)
+    (run,) = _runs(c, "stage1")
+    assert run.info.status == "FAILED"
+    logged = [m.step for m in c.get_metric_history(run.info.run_id, "loss")]
+    assert logged and logged == sorted(set(logged))
+    at = crash.index("stage1.fail_at_step=14")
+    resume = crash[: at - 1] + crash[at + 1 :]
+    assert pretrain_main(resume) == 0  # the marker makes the hook a no-op now
+    (again,) = _runs(c, "stage1")
+    assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
+    assert [m.step for m in c.get_metric_history(run.info.run_id, "loss")] == [0, 1, 2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_main_job_against_a_real_mlflow_server(ray_local, tiny_dataset_dir, tmp_path):
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("mlflow server did not start") from None
+                time.sleep(1)
+        args = _job(tiny_dataset_dir, tmp_path, uri, "http", "--protocols", "knn")
+        assert pretrain_main(args) == 0
+        c = client(uri)
+        (s1,), (s2,) = _runs(c, "stage1"), _runs(c, "stage2")
+        assert s2.data.tags[SOURCE_RUN] == s1.info.run_id
+        assert "knn_top1" in s2.data.metrics
+        stored = list((tmp_path / "artifacts").rglob("checkpoint.pt"))
+        assert len(stored) == 2  # both checkpoints went through the server
+        result = json.loads(next((tmp_path / "artifacts").rglob("eval.json")).read_text())
+        assert "knn_top1" in result["metrics"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
