@@ -1,5 +1,6 @@
 # Every target sets itself up on a fresh machine (creates .venv, installs) and is idempotent.
 #
+#   make run     the main job on the embedded synthetic data (CPU, minutes), tracked in MLflow
 #   make test    the whole test suite (what CI runs)
 #   make bench   benchmarks -> table + bench-results.json
 #   make lint    ruff
@@ -20,7 +21,7 @@ PYTEST_ARGS ?=
 export RAY_USAGE_STATS_ENABLED ?= 0
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: install test test-fast bench lint clean-venv
+.PHONY: install run test test-fast bench lint clean-venv
 
 install: $(STAMP)
 
@@ -30,6 +31,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]" 2>&1 | { grep -v "is ignored" || true; }
 	$(PY) -c "import torch, ray, mlflow, pyarrow, stars; print('installed: torch', torch.__version__, '| ray', ray.__version__, '| mlflow', mlflow.__version__, '| pyarrow', pyarrow.__version__)"
 	@touch $@
+
+# The main job: synthetic data -> stage 1 -> evaluation -> stage 2 -> evaluation -> summary.
+RUN_ARGS ?=
+run: $(STAMP)
+	$(PY) jobs/pretrain.py $(RUN_ARGS)
 
 # The full suite, slow end-to-end tests included.
 test: $(STAMP)

@@ -160,6 +160,7 @@ def _evaluate(
     out_dir: Path,
     compare: dict[str, FeatureSet] | None,
     log,
+    label: str,
 ) -> EvalResult | None:
     if not cfg.eval.protocols:
         return None
@@ -172,6 +173,7 @@ def _evaluate(
         scale=cfg.pretrain.scale,
         compare=compare,
         run_name=out_dir.parent.name + "-eval",
+        label=label,
         log=log,
     )
 
@@ -222,7 +224,13 @@ def run_main(
             log(f"[stars] stage 1 (MAMP): run {s1_name}")
             result = run_stage1(cfg.pretrain, s1_name, extra=tracker.extra(run), progress=progress)
             evaluation = _evaluate(
-                cfg, data, result.checkpoint_file, Path(result.storage_dir) / "eval", None, log
+                cfg,
+                data,
+                result.checkpoint_file,
+                Path(result.storage_dir) / "eval",
+                None,
+                log,
+                "stage 1",
             )
             tracker.finish_stage(run, "stage1", result, evaluation)
         if evaluation is not None:
@@ -258,6 +266,7 @@ def run_main(
             Path(result.storage_dir) / "eval",
             stage1_features or None,
             log,
+            "stage 2",
         )
         tracker.finish_stage(run, "stage2", result, evaluation)
     outcomes.append(

@@ -81,8 +81,9 @@ def test_main_job_links_stages_in_mlflow(ray_local, tiny_dataset_dir, tmp_path, 
     assert [ch.run_id for ch in tree[0].children] == [s2.info.run_id]
     model = c.search_registered_models()[0]
     assert set(model.aliases) == {"stage1-latest", "stage2-best"}
-    assert lineage_main(["--tracking-uri", uri]) == 0
+    assert lineage_main(["--tracking-uri", uri, "--plot", str(tmp_path / "compare.png")]) == 0
     assert s2.info.run_id in capsys.readouterr().out
+    assert (tmp_path / "compare.png").stat().st_size > 0
     # A second tuning of the same stage-1 run, by its MLflow id.
     assert (
         pretrain_main(_job(tiny_dataset_dir, tmp_path, uri, "again", "--from-run", s1.info.run_id))

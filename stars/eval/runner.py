@@ -121,6 +121,7 @@ def evaluate(
     scale: ScaleConfig | None = None,
     compare: dict[str, FeatureSet] | None = None,
     run_name: str = "eval",
+    label: str = "this encoder",
     log: Callable[[str], None] = print,
 ) -> EvalResult:
     """Run ``cfg.protocols`` on the encoder of ``checkpoint`` over ``data``.
@@ -129,6 +130,7 @@ def evaluate(
         compare: test-split features of other encoders (e.g. ``{"stage 1": ...}``) drawn
             beside this one in the t-SNE picture.
         run_name: prefix of the Ray Train runs of the training protocols.
+        label: this encoder's title in the t-SNE picture.
     """
     checkpoint = Path(checkpoint).resolve()
     out = Path(out_dir)
@@ -218,7 +220,7 @@ def evaluate(
 
         def tsne() -> None:
             panels = dict(compare or {})
-            panels["this encoder" if compare else "features"] = features(test_split)
+            panels[label] = features(test_split)
             path = plot_tsne(
                 panels,
                 out / "tsne.png",

@@ -73,13 +73,13 @@ PRESETS: dict[str, ModelConfig] = {
     "paper_dec3": ModelConfig(decoder_depth=3),
     # Minutes on a 2-core CPU: the demo and the CPU-sized real-data checks.
     "small": ModelConfig(
-        dim=128,
+        dim=64,
         depth=4,
         num_heads=4,
-        decoder_dim=96,
+        decoder_dim=64,
         decoder_depth=2,
         decoder_heads=4,
-        num_frames=64,
+        num_frames=32,
     ),
     # Seconds: tests.
     "tiny": ModelConfig(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from stars.tracking.config import resolve_uri
-from stars.tracking.lineage import best_descendant, format_tree, lineage_tree
+from stars.tracking.lineage import best_descendant, format_tree, lineage_tree, plot_comparison
 from stars.tracking.runs import client
 
 
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--best", metavar="RUN_ID", help="print the best tuned descendant of this stage-1 run"
     )
+    parser.add_argument("--plot", metavar="PNG", help="also draw the comparison as a PNG")
     args = parser.parse_args(argv)
     mlflow_client = client(resolve_uri(args.tracking_uri))
     exp_ids = []
@@ -36,5 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         run = best_descendant(mlflow_client, args.best, metrics[0], experiment_ids=exp_ids or None)
         print(run.info.run_id if run else f"no descendant of {args.best} reports {metrics[0]}")
         return 0 if run else 1
-    print(format_tree(lineage_tree(mlflow_client, exp_ids or None), metrics))
+    tree = lineage_tree(mlflow_client, exp_ids or None)
+    print(format_tree(tree, metrics))
+    if args.plot:
+        print(f"wrote {plot_comparison(tree, args.plot, metrics)}")
     return 0

@@ -95,3 +95,34 @@ def format_tree(
         lines.append(line(node, ""))
         lines += [line(child, "  └─ ") for child in node.children]
     return "\n".join(lines) if lines else "(no STARS runs)"
+
+
+def plot_comparison(
+    nodes: list[LineageNode],
+    path: str,
+    metrics: tuple[str, ...] = ("knn_top1", "fewshot_1shot_mean", "fewshot_5shot_mean"),
+) -> str:
+    """Grouped bars: each stage-1 run next to its tuned descendants, one panel per metric
+    (the numbers the MLflow compare view shows, as a PNG for reports)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = [n for n in nodes if n.children or n.run.data.tags.get(STAGE) == "stage1"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        labels, values, colours = [], [], []
+        for node in families:
+            for i, run in enumerate([node.run, *(c.run for c in node.children)]):
+                labels.append(f"{run.info.run_name or run.info.run_id[:8]}")
+                values.append(run.data.metrics.get(metric, float("nan")))
+                colours.append("tab:gray" if i == 0 else "tab:blue")
+        ax.bar(range(len(values)), values, color=colours)
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+        ax.set_title(metric)
+    fig.suptitle("stage 1 (grey) and its tuned descendants (blue)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -105,21 +105,46 @@ def contrastive_step(
     return loss
 
 
-@torch.no_grad()
-def extract_features(
-    encoder: SkeletonEncoder, shard: Any, data_cfg, device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled features (N, C) and labels (N,) of a whole evaluation dataset."""
-    was_training = encoder.training
-    encoder.eval()
-    feats, labels = [], []
-    for batch in iter_worker_batches(shard, data_cfg, "eval", device):
-        feats.append(encoder.forward_features(batch["x"]).float().cpu())
-        labels.append(batch["label"].cpu())
-    encoder.train(was_training)
-    if not feats:
-        return torch.zeros(0, encoder.cfg.dim), torch.zeros(0, dtype=torch.long)
-    return torch.cat(feats), torch.cat(labels)
+class MonitorSet:
+    """An evaluation dataset that rank 0 encodes every epoch.
+
+    Evaluation views are deterministic, so the first pass keeps the model-ready batches in
+    memory (up to ``max_bytes``) and later epochs skip Ray Data's fixed per-pass cost;
+    larger sets are streamed each time.
+    """
+
+    def __init__(self, shard: Any, data_cfg, device, max_bytes: int = 1 << 30):
+        self.shard, self.data_cfg, self.device, self.max_bytes = shard, data_cfg, device, max_bytes
+        self.cached: list[dict[str, torch.Tensor]] | None = None
+
+    def batches(self):
+        if self.cached is not None:
+            yield from self.cached
+            return
+        kept: list[dict[str, torch.Tensor]] | None = []
+        size = 0
+        for batch in iter_worker_batches(self.shard, self.data_cfg, "eval", self.device):
+            size += sum(t.numel() * t.element_size() for t in batch.values())
+            if kept is not None and size <= self.max_bytes:
+                kept.append(batch)
+            else:
+                kept = None
+            yield batch
+        self.cached = kept
+
+    @torch.no_grad()
+    def features(self, encoder: SkeletonEncoder) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled features (N, C) and labels (N,) of the whole set."""
+        was_training = encoder.training
+        encoder.eval()
+        feats, labels = [], []
+        for batch in self.batches():
+            feats.append(encoder.forward_features(batch["x"]).float().cpu())
+            labels.append(batch["label"].cpu())
+        encoder.train(was_training)
+        if not feats:
+            return torch.zeros(0, encoder.cfg.dim), torch.zeros(0, dtype=torch.long)
+        return torch.cat(feats), torch.cat(labels)
 
 
 def stage2_worker(config: dict[str, Any]) -> None:
@@ -159,6 +184,9 @@ def stage2_worker(config: dict[str, Any]) -> None:
     wrapped = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs)
     shard = ray.train.get_dataset_shard("train")
     epoch_log = EpochLogger(config.get("extra", {}), rank)
+    if config.get("monitor") and rank == 0:
+        monitor_bank = MonitorSet(ray.train.get_dataset_shard("monitor_bank"), cfg.data, device)
+        monitor_query = MonitorSet(ray.train.get_dataset_shard("monitor_query"), cfg.data, device)
 
     for epoch in range(start_epoch, total_epochs):
         phase = "heads" if epoch < s2.head_warmup_epochs else "tune"
@@ -190,12 +218,8 @@ def stage2_worker(config: dict[str, Any]) -> None:
             "steps": epoch_steps,
         }
         if config.get("monitor") and rank == 0:
-            bank = extract_features(
-                model.encoder, ray.train.get_dataset_shard("monitor_bank"), cfg.data, device
-            )
-            query = extract_features(
-                model.encoder, ray.train.get_dataset_shard("monitor_query"), cfg.data, device
-            )
+            bank = monitor_bank.features(model.encoder)
+            query = monitor_query.features(model.encoder)
             report = weighted_knn_report(bank[0], bank[1], query[0], query[1])
             metrics.update({f"monitor_{k}": v for k, v in report.items()})
         history.append(metrics)
