@@ -271,3 +271,17 @@ def dump_json(cfg: Any, path: str | Path | None = None) -> str:
     if path is not None:
         Path(path).write_text(text)
     return text
+
+
+def add_overrides_argument(
+    parser: Any, flag: str = "--set", dest: str = "overrides", help: str = ""
+) -> None:
+    """A repeatable ``--set KEY=VALUE`` (dotted config override) on an argparse parser."""
+    parser.add_argument(
+        flag,
+        dest=dest,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=help or "dotted config override, repeatable",
+    )

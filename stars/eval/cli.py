@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stars.config import ConfigError, from_dict, load_config
+from stars.config import ConfigError, add_overrides_argument, from_dict, load_config
 from stars.eval.config import ALL_PROTOCOLS, EVAL_PRESETS, EvalJobConfig, eval_job_preset
 
 
@@ -29,13 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", default="small", choices=sorted(EVAL_PRESETS))
     parser.add_argument("--config", help="YAML file applied over the preset")
     parser.add_argument("--out", help="results directory (default: eval/ beside the checkpoint)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dotted override, e.g. eval.fewshot_episodes=20 or scale.use_gpu=true",
+    add_overrides_argument(
+        parser, help="dotted override, e.g. eval.fewshot_episodes=20 or scale.use_gpu=true"
     )
     return parser
 

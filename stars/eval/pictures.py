@@ -9,6 +9,27 @@ import numpy as np
 from stars.eval.features import FeatureSet
 
 
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend (jobs run without a display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write ``fig`` as PNG (parent folders created) and release it."""
+    plt = pyplot()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def tsne_sample(
     fs: FeatureSet, num_classes: int = 15, per_class: int = 100, seed: int = 0
 ) -> np.ndarray:
@@ -44,10 +65,7 @@ def plot_tsne(
 ) -> Path:
     """One t-SNE panel per feature set (e.g. ``{"stage 1": ..., "stage 2": ...}``), side by
     side, same samples in each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 6), squeeze=False)
     cmap = plt.get_cmap("tab20")
@@ -63,22 +81,14 @@ def plot_tsne(
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0][-1].legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5))
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_confusion(
     confusion: np.ndarray, path: str | Path, class_names: list[str] | None = None
 ) -> Path:
     """Row-normalised confusion matrix (rows = true class)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     k = confusion.shape[0]
     norm = confusion / confusion.sum(axis=1, keepdims=True).clip(1)
@@ -90,9 +100,4 @@ def plot_confusion(
         ax.set_yticks(range(k), class_names, fontsize=5)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

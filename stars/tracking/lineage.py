@@ -104,10 +104,9 @@ def plot_comparison(
 ) -> str:
     """Grouped bars: each stage-1 run next to its tuned descendants, one panel per metric
     (the numbers the MLflow compare view shows, as a PNG for reports)."""
-    import matplotlib
+    from stars.eval.pictures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     families = [n for n in nodes if n.children or n.run.data.tags.get(STAGE) == "stage1"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
@@ -122,7 +121,4 @@ def plot_comparison(
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
         ax.set_title(metric)
     fig.suptitle("stage 1 (grey) and its tuned descendants (blue)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return str(save_figure(fig, path))

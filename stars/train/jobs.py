@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any
 
-from stars.config import ConfigError, from_dict, load_config
+from stars.config import ConfigError, add_overrides_argument, from_dict, load_config
 from stars.train.config import JOB_PRESETS, TUNE_PRESETS, PretrainConfig, TuneConfig
 
 
@@ -21,14 +21,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file applied over the preset")
     parser.add_argument("--data", help="dataset directory (default: embedded synthetic data)")
     parser.add_argument("--name", help="run name under the storage path (default: generated)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dotted config override, repeatable",
-    )
+    add_overrides_argument(parser)
 
 
 def load_pretrain_config(args: argparse.Namespace) -> PretrainConfig:
@@ -86,13 +79,8 @@ def add_main_args(parser: argparse.ArgumentParser) -> None:
         "empty string: none)",
     )
     for flag, what in (("--tune-set", "stage-2"), ("--eval-set", "evaluation")):
-        parser.add_argument(
-            flag,
-            dest=flag[2:].replace("-", "_"),
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help=f"dotted {what} config override, repeatable",
+        add_overrides_argument(
+            parser, flag, flag[2:].replace("-", "_"), f"dotted {what} config override, repeatable"
         )
 
 

@@ -56,7 +56,7 @@ def _scores(encoder, sets):
 
 def test_stage2_raises_knn_and_fewshot_over_its_stage1_encoder(tmp_path):
     torch.set_num_threads(2)
-    spec = SyntheticSpec(num_classes=30, samples_per_class=40, num_base_classes=15, seed=0)
+    spec = SyntheticSpec(num_classes=30, samples_per_class=60, num_base_classes=15, seed=0)
     write_synthetic(tmp_path / "data", spec, progress=False)
     data = open_dataset(tmp_path / "data")
     cfg = preset("small")
@@ -78,7 +78,7 @@ def test_stage2_raises_knn_and_fewshot_over_its_stage1_encoder(tmp_path):
     xtr, _, ids = sets[0]
     ids = torch.from_numpy(ids)
     rng = np.random.default_rng(0)
-    for _ in range(300):
+    for _ in range(500):
         rows = torch.from_numpy(rng.choice(len(xtr), 32, replace=False))
         loss = contrastive_step(model, queue, xtr[rows], ids[rows], s2)
         optimizer.zero_grad(set_to_none=True)
