@@ -17,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--checkpoint",
         required=True,
-        help="checkpoint file, checkpoint dir or run dir (ours), or a published file",
+        help="checkpoint file, checkpoint dir or run dir (ours), a published file, or 'raw' "
+        "(the raw-pose baseline: centred, resized, flattened coordinates)",
     )
     parser.add_argument("--data", help="dataset directory (default: embedded synthetic data)")
     parser.add_argument(
@@ -50,17 +51,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as err:
         parser.error(str(err))
 
-    from stars.eval.runner import evaluate
+    from stars.eval.runner import RAW_POSE, evaluate
     from stars.train.jobs import init_ray, table
     from stars.train.launch import resolve_checkpoint, resolve_data
 
+    raw = args.checkpoint == RAW_POSE
+    if raw and not args.out:
+        parser.error("--checkpoint raw needs --out DIR")
     try:
-        checkpoint = resolve_checkpoint(args.checkpoint)
+        checkpoint = Path(RAW_POSE) if raw else resolve_checkpoint(args.checkpoint)
     except FileNotFoundError as err:
         parser.error(str(err))
     data = resolve_data(cfg.data)
     out = Path(args.out) if args.out else checkpoint.parent / "eval"
-    if not cfg.eval.in_process:
+    if not cfg.eval.in_process and not raw:
         init_ray()
     result = evaluate(
         checkpoint, data, cfg.eval, out, data_cfg=cfg.data, scale=cfg.scale, run_name=out.name

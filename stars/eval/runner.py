@@ -23,16 +23,19 @@ from stars.config import to_dict
 from stars.data.config import DataConfig
 from stars.data.shards import SkeletonDataset
 from stars.eval.cluster import cluster_quality
-from stars.eval.config import EvalConfig
+from stars.eval.config import TRAINING_PROTOCOLS, EvalConfig
 from stars.eval.features import FeatureSet, encode_split_set, extract_features
 from stars.eval.fewshot import fewshot_report
 from stars.eval.knn import weighted_knn_report
 from stars.eval.linear import linear_probe
 from stars.eval.pictures import plot_confusion, plot_tsne
+from stars.eval.raw_pose import raw_pose_features
 from stars.model.checkpoint import encoder_state, load_encoder, read
 from stars.train.config import ScaleConfig
 
 RESULTS_FILE = "eval.json"
+RAW_POSE = "raw"  # as a checkpoint: the raw-pose baseline (no encoder) through the same protocols
+RAW_POSE_FRAMES = 64
 
 
 @dataclass
@@ -59,7 +62,8 @@ class FeatureCache:
     ):
         self.checkpoint, self.data, self.cfg, self.data_cfg = checkpoint, data, cfg, data_cfg
         self.dir = out_dir / "features"
-        self.model_cfg, _ = encoder_state(read(checkpoint), checkpoint)
+        self.raw = str(checkpoint) == RAW_POSE
+        self.model_cfg = None if self.raw else encoder_state(read(checkpoint), checkpoint)[0]
         self.use_gpu = use_gpu
         self.sets: dict[str, FeatureSet] = {}
         self._encoder = None
@@ -71,7 +75,15 @@ class FeatureCache:
         serves every split from it."""
         if split in self.sets:
             return self.sets[split]
-        if self.cfg.in_process:
+        if self.raw:
+            a = self.data.read_split(split, ["joints", "num_frames", "label", "sample_index"])
+            feats = raw_pose_features(a["joints"], a["num_frames"], RAW_POSE_FRAMES)
+            fs = FeatureSet(
+                feats.astype(np.float32),
+                a["label"].astype(np.int64),
+                a["sample_index"].astype(np.int64),
+            )
+        elif self.cfg.in_process:
             if self._encoder is None:
                 self._encoder = load_encoder(self.checkpoint)
             fs = encode_split_set(self._encoder, self.data, split, self.data_cfg)
@@ -132,7 +144,7 @@ def evaluate(
         run_name: prefix of the Ray Train runs of the training protocols.
         label: this encoder's title in the t-SNE picture.
     """
-    checkpoint = Path(checkpoint).resolve()
+    checkpoint = Path(checkpoint) if str(checkpoint) == RAW_POSE else Path(checkpoint).resolve()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data_cfg = data_cfg or DataConfig()
@@ -140,7 +152,9 @@ def evaluate(
     protocol = data.protocol(cfg.protocol or None)
     train_split, test_split = protocol["train"], protocol["test"]
     features = FeatureCache(checkpoint, data, cfg, data_cfg, out, scale.use_gpu)
-    if features.model_cfg.num_joints != data.num_joints:
+    if features.raw and set(cfg.protocols) & set(TRAINING_PROTOCOLS):
+        raise ValueError("the raw-pose baseline has no encoder to fine-tune")
+    if not features.raw and features.model_cfg.num_joints != data.num_joints:
         raise ValueError(
             f"{checkpoint}: the encoder expects V={features.model_cfg.num_joints} joints, "
             f"dataset {data.root} has V={data.num_joints}"

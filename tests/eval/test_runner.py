@@ -133,3 +133,41 @@ def test_cli_rejects_unknown_protocol(tiny_checkpoint, capsys):
     with pytest.raises(SystemExit):
         evaluate_main(["--checkpoint", str(tiny_checkpoint), "--protocols", "knn,bogus"])
     assert "unknown evaluation protocol" in capsys.readouterr().err
+
+
+def test_raw_pose_baseline_goes_through_the_same_protocols(
+    tiny_dataset, tiny_dataset_dir, tmp_path
+):
+    from stars.eval.raw_pose import raw_pose_floor
+
+    job = _job(tiny_dataset_dir, tmp_path, protocols=("knn", "linear", "fewshot"))
+    result = evaluate("raw", tiny_dataset, job.eval, tmp_path / "raw", data_cfg=job.data, log=str)
+    assert result.metrics["knn_top1"] == pytest.approx(raw_pose_floor(tiny_dataset, "xsub"))
+    assert "linear_top1" in result.metrics and "fewshot_1shot_mean" in result.metrics
+    with pytest.raises(ValueError, match="no encoder"):
+        finetune = _job(tiny_dataset_dir, tmp_path, protocols=("finetune",))
+        evaluate("raw", tiny_dataset, finetune.eval, tmp_path / "x", data_cfg=job.data, log=str)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_transfer_to_a_dataset_with_another_class_count(ray_local, tiny_checkpoint, tmp_path):
+    from stars.data.prepare import write_synthetic
+    from stars.data.shards import open_dataset
+    from stars.data.synthetic import SyntheticSpec
+
+    spec = SyntheticSpec(num_classes=5, samples_per_class=10, num_base_classes=5, seed=11)
+    write_synthetic(tmp_path / "other", spec, progress=False)
+    other = open_dataset(tmp_path / "other")
+    job = _job(tmp_path / "other", tmp_path, protocols=("transfer",))
+    result = evaluate(
+        tiny_checkpoint,
+        other,
+        job.eval,
+        tmp_path / "out",
+        data_cfg=job.data,
+        scale=job.scale,
+        log=str,
+    )
+    assert 0 <= result.metrics["transfer_top1"] <= 1
+    assert result.metrics["transfer_train_samples"] == other.split_size("xsub_train")
