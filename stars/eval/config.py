@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from stars.data.config import DataConfig
 from stars.eval.finetune import FinetuneConfig
@@ -28,6 +29,7 @@ class EvalConfig:
         semi_fractions, semi_seeds: labelled fractions of the training split and draws each.
         tsne_classes, tsne_per_class: t-SNE sample (15 classes x 100 in the paper).
         feature_actors: encoder replicas of the Ray Data feature extraction.
+        feature_precision: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` or ``fp32``.
         in_process: extract features in the driver process instead of a Ray actor pool.
         eval_every: test the fine-tuned model every this many epochs (and at the end).
     """
@@ -47,6 +49,7 @@ class EvalConfig:
     tsne_per_class: int = 100
     feature_actors: int = 1
     feature_batch_size: int = 256
+    feature_precision: Literal["auto", "bf16", "fp32"] = "auto"
     in_process: bool = False
     eval_every: int = 10
 

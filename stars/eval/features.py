@@ -73,22 +73,30 @@ class FeatureSet:
         return cls(feats[order], labels[order], index[order])
 
 
+def feature_autocast(device: torch.device, precision: str):
+    """``auto``: bf16 autocast on CUDA, fp32 on CPU; ``bf16``: bf16 on either (CPUs with
+    AMX/AVX512-BF16 encode ~2.6x faster, features differ at bf16 precision); ``fp32``: none."""
+    import contextlib
+
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 class EncodeBatch:
     """Ray Data actor: loads the encoder once, then maps ``x`` batches to ``feature``."""
 
-    def __init__(self, checkpoint: str, amp: str = "bf16"):
+    def __init__(self, checkpoint: str, precision: str = "auto"):
         from stars.model.checkpoint import load_encoder
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.encoder = load_encoder(checkpoint).to(self.device).eval()
-        self.amp = amp if self.device.type == "cuda" else "none"
+        self.precision = precision
 
     @torch.no_grad()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from stars.train.loop import autocast
-
         x = torch.from_numpy(batch["x"]).to(self.device, non_blocking=True)
-        with autocast(self.device, self.amp):
+        with feature_autocast(self.device, self.precision):
             feats = self.encoder.forward_features(x)
         return {
             "feature": feats.float().cpu().numpy(),
@@ -108,12 +116,14 @@ def extract_features(
     actors: int = 1,
     use_gpu: bool = False,
     batch_size: int = 256,
+    precision: str = "auto",
 ) -> FeatureSet:
     """Features of ``split`` from the encoder of ``checkpoint``, over a Ray actor pool.
 
     Args:
         num_frames, dim: the encoder's input length T and feature width C.
         actors: encoder replicas (one per GPU when ``use_gpu``).
+        precision: ``auto`` | ``bf16`` | ``fp32`` (:func:`feature_autocast`).
     Returns:
         FeatureSet with (N, C) features, N = the split's size.
     """
@@ -126,7 +136,7 @@ def extract_features(
     eval_cfg = dataclasses.replace(cfg, num_frames=num_frames, map_batch_size=batch_size)
     ds = build_dataset(data, split, "eval", eval_cfg).map_batches(
         EncodeBatch,
-        fn_constructor_kwargs={"checkpoint": str(checkpoint)},
+        fn_constructor_kwargs={"checkpoint": str(checkpoint), "precision": precision},
         batch_size=batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),

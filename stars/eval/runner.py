@@ -99,6 +99,7 @@ class FeatureCache:
                     actors=self.cfg.feature_actors,
                     use_gpu=self.use_gpu,
                     batch_size=self.cfg.feature_batch_size,
+                    precision=self.cfg.feature_precision,
                 )
             ids = self.data.read_split(split, ["sample_index"])["sample_index"]
             fs = self._all.subset(np.flatnonzero(np.isin(self._all.sample_index, ids)))
