@@ -178,6 +178,16 @@ def _evaluate(
     )
 
 
+def cached_stage1_features(
+    checkpoint: str, data: SkeletonDataset, protocol: str
+) -> FeatureSet | None:
+    """Test-split features the stage-1 run's evaluation cached beside its checkpoint (for the
+    side-by-side t-SNE when tuning an existing run), or None."""
+    test = data.protocol(protocol or None)["test"]
+    path = Path(checkpoint).parent.parent / "eval" / "features" / f"{test}.npz"
+    return FeatureSet.load(path) if path.is_file() else None
+
+
 def resolve_source_run(tracker: Tracker, run_id: str) -> tuple[str, str]:
     """(checkpoint path, run id) of an existing stage-1 run, for ``--from-run``."""
     if not tracker.enabled:
@@ -217,6 +227,9 @@ def run_main(
         checkpoint, source_run = resolve_source_run(tracker, from_run)
         metrics = dict(tracker.client.get_run(source_run).data.metrics)
         outcomes.append(StageOutcome("stage1", source_run, checkpoint, metrics))
+        cached = cached_stage1_features(checkpoint, data, cfg.eval.protocol)
+        if cached is not None:
+            stage1_features["stage 1"] = cached
     else:
         s1_name = f"{name}-stage1"
         run = _stage_run(tracker, storage, s1_name, "stage1", cfg.pretrain, {})

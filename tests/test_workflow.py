@@ -18,6 +18,7 @@ from stars.tracking import lineage
 from stars.tracking.cli import main as lineage_main
 from stars.tracking.runs import CHECKPOINT, SOURCE_CHECKPOINT, SOURCE_RUN, STAGE, client
 from stars.train.jobs import pretrain_main
+from stars.workflow import cached_stage1_features
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -48,7 +49,9 @@ def _runs(mlflow_client, stage: str) -> list:
     )
 
 
-def test_main_job_links_stages_in_mlflow(ray_local, tiny_dataset_dir, tmp_path, capsys):
+def test_main_job_links_stages_in_mlflow(
+    ray_local, tiny_dataset, tiny_dataset_dir, tmp_path, capsys
+):
     from stars.model.checkpoint import load_encoder
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -90,6 +93,7 @@ def test_main_job_links_stages_in_mlflow(ray_local, tiny_dataset_dir, tmp_path, 
         == 0
     )
     assert len(lineage.descendants(c, s1.info.run_id)) == 2
+    assert cached_stage1_features(s1.data.tags[CHECKPOINT], tiny_dataset, "") is not None
     assert len(_runs(c, "stage1")) == 1
 
 
