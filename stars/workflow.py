@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from stars.data.shards import SkeletonDataset
+from stars.errors import JobError
 from stars.eval.config import EvalConfig
 from stars.eval.features import FeatureSet
 from stars.eval.runner import EvalResult, evaluate
@@ -190,11 +191,16 @@ def cached_stage1_features(
 
 def resolve_source_run(tracker: Tracker, run_id: str) -> tuple[str, str]:
     """(checkpoint path, run id) of an existing stage-1 run, for ``--from-run``."""
+    from mlflow.exceptions import MlflowException
+
     if not tracker.enabled:
-        raise ValueError("--from-run needs MLflow tracking (tracking.enabled=true)")
-    run = tracker.client.get_run(run_id)
+        raise JobError("--from-run needs MLflow tracking (tracking.enabled=true)")
+    try:
+        run = tracker.client.get_run(run_id)
+    except MlflowException as err:
+        raise JobError(f"no MLflow run {run_id!r} in {tracker.uri} ({err.message})") from err
     if run.data.tags.get(tr.STAGE) != "stage1":
-        raise ValueError(f"MLflow run {run_id} is not a stage-1 run (stars.stage tag)")
+        raise JobError(f"MLflow run {run_id} is not a stage-1 run (stars.stage tag)")
     path = run.data.tags.get(tr.CHECKPOINT, "")
     if path and Path(path).is_file():
         return path, run_id
@@ -299,7 +305,7 @@ def _check_single_node(uri: str) -> None:
 
     alive = [n for n in ray.nodes() if n.get("Alive")]
     if len(alive) > 1:
-        raise ValueError(
+        raise JobError(
             f"tracking URI {uri} is a store on this machine, but the cluster has "
             f"{len(alive)} nodes and rank 0 may run elsewhere: point --tracking-uri (or "
             "MLFLOW_TRACKING_URI) at an MLflow tracking server every node reaches"

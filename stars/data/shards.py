@@ -405,7 +405,9 @@ class SkeletonDataset:
     def split_bit(self, split: str) -> int:
         bits = self.manifest["split_bits"]
         if split not in bits:
-            raise KeyError(f"dataset {self.root} has no split {split!r}; splits: {', '.join(bits)}")
+            raise DataError(
+                f"dataset {self.root} has no split {split!r}; splits: {', '.join(bits)}"
+            )
         return int(bits[split])
 
     def split_size(self, split: str | None) -> int:
@@ -419,7 +421,7 @@ class SkeletonDataset:
         name = name or self.manifest.get("default_protocol")
         protocols = self.manifest.get("protocols") or {}
         if name not in protocols:
-            raise KeyError(
+            raise DataError(
                 f"dataset {self.root} has no protocol {name!r}; "
                 f"protocols: {', '.join(protocols) or 'none'}"
             )

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from stars.config import ConfigError, add_overrides_argument, from_dict, load_config
+from stars.errors import reported
 from stars.eval.config import ALL_PROTOCOLS, EVAL_PRESETS, EvalJobConfig, eval_job_preset
 
 
@@ -62,13 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = Path(RAW_POSE) if raw else resolve_checkpoint(args.checkpoint)
     except FileNotFoundError as err:
         parser.error(str(err))
-    data = resolve_data(cfg.data)
-    out = Path(args.out) if args.out else checkpoint.parent / "eval"
-    if not cfg.eval.in_process and not raw:
-        init_ray()
-    result = evaluate(
-        checkpoint, data, cfg.eval, out, data_cfg=cfg.data, scale=cfg.scale, run_name=out.name
-    )
+    with reported(parser.prog):
+        data = resolve_data(cfg.data)
+        out = Path(args.out) if args.out else checkpoint.parent / "eval"
+        if not cfg.eval.in_process and not raw:
+            init_ray()
+        result = evaluate(
+            checkpoint, data, cfg.eval, out, data_cfg=cfg.data, scale=cfg.scale, run_name=out.name
+        )
     rows = [("checkpoint", str(checkpoint)), ("protocol", result.info["protocol"])]
     rows += [(k, f"{v:.4f}") for k, v in sorted(result.metrics.items())]
     rows += [(f"artifact {k}", v) for k, v in sorted(result.artifacts.items())]

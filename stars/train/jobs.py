@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from stars.config import ConfigError, add_overrides_argument, from_dict, load_config
+from stars.errors import reported
 from stars.train.config import JOB_PRESETS, TUNE_PRESETS, PretrainConfig, TuneConfig
 
 
@@ -124,11 +125,14 @@ def pretrain_main(argv: list[str] | None = None) -> int:
         cfg = load_main_config(args)
     except (ConfigError, ValueError) as err:
         parser.error(str(err))
+    from stars.train.launch import resolve_data
     from stars.workflow import format_summary, run_main
 
     name = args.name or run_name("stars")
-    init_ray()
-    outcomes = run_main(cfg, name, stage1_only=args.stage1_only, from_run=args.from_run)
+    with reported(parser.prog):
+        resolve_data(cfg.pretrain.data)  # a bad --data fails here, before Ray starts
+        init_ray()
+        outcomes = run_main(cfg, name, stage1_only=args.stage1_only, from_run=args.from_run)
     print()
     print(format_summary(outcomes))
     if cfg.tracking.enabled:
@@ -169,8 +173,9 @@ def tune_main(argv: list[str] | None = None) -> int:
     from stars.train.launch import run_stage2
 
     name = args.name or run_name("stage2")
-    init_ray()
-    result = run_stage2(cfg, args.source, name)
+    with reported(parser.prog):
+        init_ray()
+        result = run_stage2(cfg, args.source, name)
     last = result.history[-1] if result.history else {}
     rows = [
         ("stage", "stage2 (STARS)"),

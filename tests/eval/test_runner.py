@@ -171,3 +171,21 @@ def test_transfer_to_a_dataset_with_another_class_count(ray_local, tiny_checkpoi
     )
     assert 0 <= result.metrics["transfer_top1"] <= 1
     assert result.metrics["transfer_train_samples"] == other.split_size("xsub_train")
+
+
+def test_jobs_report_bad_input_in_one_line(tiny_checkpoint, tiny_dataset_dir, tmp_path, capsys):
+    from stars.train.jobs import pretrain_main
+
+    missing = tmp_path / "nowhere"
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main(["--checkpoint", str(tiny_checkpoint), "--data", str(missing)])
+    assert exit_info.value.code == 2
+    assert f"{missing} is not a STARS dataset" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        args = ["--checkpoint", "raw", "--out", str(tmp_path / "o"), "--protocol", "bogus"]
+        evaluate_main([*args, "--data", str(tiny_dataset_dir)])
+    assert "has no protocol 'bogus'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain_main(["--data", str(missing), "--no-tracking"])
+    assert exit_info.value.code == 2
+    assert "pretrain.py: error:" in capsys.readouterr().err
