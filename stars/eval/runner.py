@@ -247,47 +247,35 @@ def evaluate(
             result.artifacts["tsne"] = str(path)
 
         timed("tsne", tsne)
-    for name in ("finetune", "transfer"):
-        if name in cfg.protocols:
+    if set(cfg.protocols) & set(TRAINING_PROTOCOLS):
+        from stars.eval.training import TrainingJob, run_finetune, run_semi_supervised
 
-            def finetune(name: str = name) -> None:
-                from stars.eval.training import run_finetune
+        job = TrainingJob(
+            checkpoint,
+            data,
+            train_split,
+            test_split,
+            cfg,
+            data_cfg,
+            scale,
+            features.model_cfg.num_frames,
+        )
+        for name in ("finetune", "transfer"):
+            if name in cfg.protocols:
 
-                scores = run_finetune(
-                    checkpoint,
-                    data,
-                    train_split,
-                    test_split,
-                    cfg,
-                    data_cfg,
-                    scale,
-                    f"{run_name}-{name}",
-                    features.model_cfg.num_frames,
-                )
-                metrics.update({f"{name}_{k}": v for k, v in scores.items()})
+                def finetune(name: str = name) -> None:
+                    scores = run_finetune(job, f"{run_name}-{name}")
+                    metrics.update({f"{name}_{k}": v for k, v in scores.items()})
 
-            timed(name, finetune)
-    if "semi" in cfg.protocols:
+                timed(name, finetune)
+        if "semi" in cfg.protocols:
 
-        def semi() -> None:
-            from stars.eval.training import run_semi_supervised
+            def semi() -> None:
+                scores, subsets = run_semi_supervised(job, f"{run_name}-semi", out / "semi_subsets")
+                metrics.update(scores)
+                result.artifacts.update(subsets)
 
-            scores, subsets = run_semi_supervised(
-                checkpoint,
-                data,
-                train_split,
-                test_split,
-                cfg,
-                data_cfg,
-                scale,
-                f"{run_name}-semi",
-                features.model_cfg.num_frames,
-                out / "semi_subsets",
-            )
-            metrics.update(scores)
-            result.artifacts.update(subsets)
-
-        timed("semi", semi)
+            timed("semi", semi)
     info["timings_s"] = timings
     result.features = dict(features.sets)
     path = out / RESULTS_FILE

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,29 +21,35 @@ from stars.train.config import ScaleConfig
 from stars.train.launch import make_trainer, steps_per_epoch
 
 
+@dataclass(frozen=True)
+class TrainingJob:
+    """What every training protocol needs: the encoder, the data and split pair, the recipe
+    and how to scale. ``num_frames`` is the encoder's input length T."""
+
+    checkpoint: Path
+    data: SkeletonDataset
+    train_split: str
+    test_split: str
+    cfg: EvalConfig
+    data_cfg: DataConfig
+    scale: ScaleConfig
+    num_frames: int
+
+
 def run_finetune(
-    checkpoint: Path,
-    data: SkeletonDataset,
-    train_split: str,
-    test_split: str,
-    cfg: EvalConfig,
-    data_cfg: DataConfig,
-    scale: ScaleConfig,
-    name: str,
-    num_frames: int,
-    subset: np.ndarray | None = None,
-    seed: int | None = None,
+    job: TrainingJob, name: str, subset: np.ndarray | None = None, seed: int | None = None
 ) -> dict[str, float]:
-    """Fine-tune the encoder of ``checkpoint`` on ``train_split`` (or the sample ids
-    ``subset`` of it) and test on ``test_split``.
+    """Fine-tune the encoder on the training split (or the sample ids ``subset`` of it) and
+    test on the test split.
 
     Returns ``{"top1", "top5", "train_samples"}`` of the last epoch (no selection on the test
     split).
     """
-    ft = cfg.finetune if seed is None else dataclasses.replace(cfg.finetune, seed=seed)
-    dcfg = dataclasses.replace(data_cfg, num_frames=num_frames, batch_size=ft.batch_size)
-    train = build_dataset(data, train_split, "train", dcfg)
-    rows = data.split_size(train_split)
+    data, scale = job.data, job.scale
+    ft = job.cfg.finetune if seed is None else dataclasses.replace(job.cfg.finetune, seed=seed)
+    dcfg = dataclasses.replace(job.data_cfg, num_frames=job.num_frames, batch_size=ft.batch_size)
+    train = build_dataset(data, job.train_split, "train", dcfg)
+    rows = data.split_size(job.train_split)
     if subset is not None:
         train = train.map_batches(
             functools.partial(restrict_to, keep=np.sort(subset)), batch_format="numpy"
@@ -57,14 +64,14 @@ def run_finetune(
             "finetune": to_dict(ft),
             "data": to_dict(dcfg),
             "scale": to_dict(scale),
-            "source": str(checkpoint),
+            "source": str(job.checkpoint),
             "num_classes": data.num_classes,
             "steps_per_epoch": steps_per_epoch(rows, scale.num_workers, batch),
-            "eval_every": cfg.eval_every,
+            "eval_every": job.cfg.eval_every,
         },
         dataclasses.replace(scale, num_to_keep=1),
         name,
-        {"train": train, "test": build_dataset(data, test_split, "eval", dcfg)},
+        {"train": train, "test": build_dataset(data, job.test_split, "eval", dcfg)},
         split_only=["train"],
     )
     result = trainer.fit()
@@ -79,47 +86,26 @@ def run_finetune(
 
 
 def run_semi_supervised(
-    checkpoint: Path,
-    data: SkeletonDataset,
-    train_split: str,
-    test_split: str,
-    cfg: EvalConfig,
-    data_cfg: DataConfig,
-    scale: ScaleConfig,
-    name: str,
-    num_frames: int,
-    subset_dir: Path,
+    job: TrainingJob, name: str, subset_dir: Path
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Fine-tune on each labelled fraction x seed; mean and std over seeds.
 
     Subsets are drawn here, on the driver, and saved under ``subset_dir``.
     Returns ``({"semi_1pct_top1_mean", "semi_1pct_top1_std", ...}, {artifact: path})``.
     """
-    arrays = data.read_split(train_split, ["sample_index", "label"])
+    arrays = job.data.read_split(job.train_split, ["sample_index", "label"])
     metrics: dict[str, float] = {}
     artifacts: dict[str, str] = {}
-    for fraction in cfg.semi_fractions:
+    for fraction in job.cfg.semi_fractions:
         tag = f"{fraction * 100:g}pct".replace(".", "_")
         scores = []
-        for seed in range(cfg.semi_seeds):
+        for seed in range(job.cfg.semi_seeds):
             ids = stratified_subset(arrays["sample_index"], arrays["label"], fraction, seed)
             path = save_subset(
-                subset_dir / f"{tag}_seed{seed}.json", ids, fraction, seed, train_split
+                subset_dir / f"{tag}_seed{seed}.json", ids, fraction, seed, job.train_split
             )
             artifacts[f"semi_{tag}_seed{seed}"] = str(path)
-            result = run_finetune(
-                checkpoint,
-                data,
-                train_split,
-                test_split,
-                cfg,
-                data_cfg,
-                scale,
-                f"{name}-{tag}-seed{seed}",
-                num_frames,
-                subset=ids,
-                seed=seed,
-            )
+            result = run_finetune(job, f"{name}-{tag}-seed{seed}", subset=ids, seed=seed)
             scores.append(result["top1"])
         metrics[f"semi_{tag}_top1_mean"] = float(np.mean(scores))
         metrics[f"semi_{tag}_top1_std"] = float(np.std(scores))
