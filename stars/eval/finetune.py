@@ -189,20 +189,14 @@ def finetune_worker(config: dict[str, Any]) -> None:
         history.append(metrics)
         payload = None
         if rank == 0:
-            payload = {
-                "format": ckpt.FORMAT,
-                "version": ckpt.VERSION,
-                "kind": "finetune",
-                "model_config": dataclasses.asdict(model.encoder.cfg),
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch,
-                "global_step": step,
-                "history": history,
-                "finetune_config": to_dict(ft),
-                "rng": loop.rng_state(),
-                "source": {"checkpoint": config["source"]},
-            }
+            payload = ckpt.make_payload(
+                "finetune",
+                model.encoder.cfg,
+                model=ckpt.cpu_state(model),
+                **loop.loop_state(optimizer, epoch, step, history),
+                finetune_config=to_dict(ft),
+                source={"checkpoint": config["source"]},
+            )
         loop.report(metrics, payload)
 
 

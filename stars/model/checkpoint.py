@@ -43,15 +43,24 @@ def save(path: str | Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def stage1_payload(model: MAMP, **training_state: Any) -> dict[str, Any]:
+def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A module's state dict, detached and on the CPU (what checkpoints store)."""
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def make_payload(kind: str, model_cfg: Any, **state: Any) -> dict[str, Any]:
+    """A checkpoint dict of ``kind`` (stage1 / stage2 / finetune) for a model of ``model_cfg``."""
     return {
         "format": FORMAT,
         "version": VERSION,
-        "kind": "stage1",
-        "model_config": dataclasses.asdict(model.cfg),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        **training_state,
+        "kind": kind,
+        "model_config": dataclasses.asdict(model_cfg),
+        **state,
     }
+
+
+def stage1_payload(model: MAMP, **training_state: Any) -> dict[str, Any]:
+    return make_payload("stage1", model.cfg, model=cpu_state(model), **training_state)
 
 
 def read(path: str | Path) -> dict[str, Any]:

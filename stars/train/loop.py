@@ -87,6 +87,19 @@ def resume_position(
     return start_epoch, int(resumed["global_step"]), list(resumed.get("history", []))
 
 
+def loop_state(
+    optimizer: torch.optim.Optimizer, epoch: int, step: int, history: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What a worker needs to resume at the next epoch (stored in every checkpoint)."""
+    return {
+        "optimizer": optimizer.state_dict(),
+        "epoch": epoch,
+        "global_step": step,
+        "history": history,
+        "rng": rng_state(),
+    }
+
+
 def report(metrics: dict[str, float], payload: dict[str, Any] | None) -> None:
     """``ray.train.report`` from every rank; rank 0 passes the checkpoint payload."""
     import ray.train

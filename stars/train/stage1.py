@@ -80,12 +80,8 @@ def stage1_worker(config: dict[str, Any]) -> None:
         if rank == 0:
             payload = ckpt.stage1_payload(
                 loop.unwrap(model),
-                optimizer=optimizer.state_dict(),
-                epoch=epoch,
-                global_step=step,
-                history=history,
+                **loop.loop_state(optimizer, epoch, step, history),
                 job_config=to_dict(cfg),
-                rng=loop.rng_state(),
                 extra=config.get("extra", {}),
             )
         loop.report(metrics, payload)

@@ -9,7 +9,6 @@ decayed learning rates.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
@@ -225,25 +224,19 @@ def stage2_worker(config: dict[str, Any]) -> None:
         history.append(metrics)
         payload = None
         if rank == 0:
-            payload = {
-                "format": ckpt.FORMAT,
-                "version": ckpt.VERSION,
-                "kind": "stage2",
-                "model_config": dataclasses.asdict(encoder.cfg),
-                "encoder": {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()},
-                "heads": {k: v.detach().cpu() for k, v in model.heads.state_dict().items()},
-                "queue": {k: v.detach().cpu() for k, v in queue.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch,
-                "global_step": step,
-                "history": history,
-                "job_config": to_dict(cfg),
-                "rng": loop.rng_state(),
-                "source": {
+            payload = ckpt.make_payload(
+                "stage2",
+                encoder.cfg,
+                encoder=ckpt.cpu_state(model.encoder),
+                heads=ckpt.cpu_state(model.heads),
+                queue=ckpt.cpu_state(queue),
+                **loop.loop_state(optimizer, epoch, step, history),
+                job_config=to_dict(cfg),
+                source={
                     "checkpoint": config["source"],
                     "sha256": config.get("source_sha256", ""),
                 },
-                "extra": config.get("extra", {}),
-            }
+                extra=config.get("extra", {}),
+            )
         loop.report({k: v for k, v in metrics.items() if k != "phase"}, payload)
         epoch_log.log(metrics, epoch)
