@@ -8,7 +8,7 @@ import torch
 
 from bench.common import Result, rate
 from stars.eval.features import feature_autocast
-from stars.eval.knn import knn_predict
+from stars.metrics.knn import knn_predict
 from stars.model.config import preset
 from stars.model.encoder import SkeletonEncoder
 

@@ -2,7 +2,7 @@
 
 import sys
 
-from stars.eval.cli import main
+from stars.cli.evaluate import main
 
 if __name__ == "__main__":
     sys.exit(main())

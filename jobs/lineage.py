@@ -2,7 +2,7 @@
 
 import sys
 
-from stars.tracking.cli import main
+from stars.cli.lineage import main
 
 if __name__ == "__main__":
     sys.exit(main())

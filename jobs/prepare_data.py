@@ -5,7 +5,7 @@ python jobs/prepare_data.py FORMAT SOURCE --out DIR [options]   (--help for all 
 
 import sys
 
-from stars.data.cli import run
+from stars.cli.prepare_data import main
 
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(main())

@@ -8,7 +8,7 @@
 
 import sys
 
-from stars.train.jobs import pretrain_main
+from stars.cli.pretrain import main
 
 if __name__ == "__main__":
-    sys.exit(pretrain_main())
+    sys.exit(main())

@@ -6,7 +6,7 @@ python jobs/tune_stage2.py --from runs/stage1-.../ [--preset small] [--data DIR]
 
 import sys
 
-from stars.train.jobs import tune_main
+from stars.cli.stage2 import main
 
 if __name__ == "__main__":
-    sys.exit(tune_main())
+    sys.exit(main())

@@ -8,20 +8,24 @@ does not declare is an error naming the key and the keys that are valid at that 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import types
 import typing
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import yaml
+
+from stars.errors import StarsError
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(StarsError):
     """A configuration file or override that does not fit the typed config."""
 
 
@@ -196,10 +200,10 @@ def _check_override_path(cls: type, path: list[str]) -> None:
             raise ConfigError(f"'{done}' is a value, not a section; cannot set '{'.'.join(path)}'")
         names = [f.name for f in dataclasses.fields(current)]
         if part not in names:
-            where = ".".join(path[:depth]) or "top level"
+            where = f"section '{'.'.join(path[:depth])}'" if depth else "the top level"
             raise ConfigError(
-                f"unknown config key '{'.'.join(path[: depth + 1])}' "
-                f"({where}); valid keys: {', '.join(names)}"
+                f"unknown config key '{'.'.join(path)}': {where} has no '{part}'; "
+                f"valid keys there: {', '.join(names)}"
             )
         current = _hints(current)[part]
         if typing.get_origin(current) in (typing.Union, types.UnionType):
@@ -217,6 +221,95 @@ def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return dict(loaded)
+
+
+def _leaf_keys(tree: Mapping[str, Any], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for k, v in tree.items():
+        key = _join(prefix, str(k))
+        if isinstance(v, Mapping) and v:
+            keys |= _leaf_keys(v, key)
+        else:
+            keys.add(key)
+    return keys
+
+
+@dataclass(frozen=True)
+class Layered(Generic[T]):
+    """A config resolved from layers, and the dotted keys the user set explicitly (in the
+    YAML file, with ``--set`` or through a flag); preset and default values are not."""
+
+    config: T
+    explicit: frozenset[str]
+
+    def was_set(self, key: str) -> bool:
+        """True when ``key`` (or a key inside it, or the section holding it) was set."""
+        return any(
+            k == key or k.startswith(key + ".") or key.startswith(k + ".") for k in self.explicit
+        )
+
+
+def load_layers(
+    cls: type[T],
+    preset: Mapping[str, Any] | None = None,
+    path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    flags: Mapping[str, Any] | None = None,
+    *,
+    section: str = "",
+) -> Layered[T]:
+    """Resolve a config with one precedence rule: defaults < ``preset`` < the YAML file at
+    ``path`` (its ``section`` when given) < ``overrides`` (``key.sub=value``) < ``flags``
+    (dotted key -> value, only for flags the user actually gave). Raises ConfigError naming
+    the key (and the file)."""
+    tree: dict[str, Any] = copy.deepcopy(dict(preset or {}))  # never mutate a shared preset
+    explicit: set[str] = set()
+    if path is not None:
+        loaded = _read_yaml(Path(path))
+        if section:
+            loaded = loaded.get(section) or {}
+            if not isinstance(loaded, Mapping):
+                raise ConfigError(f"{path}: section '{section}' must be a mapping")
+        where = f"{path}" + (f" (section {section})" if section else "")
+        try:
+            from_dict(cls, loaded)  # unknown keys / wrong types are named with the file
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
+        tree = _deep_merge(tree, loaded)
+        explicit |= _leaf_keys(loaded)
+    items = [parse_override(text) for text in overrides]
+    items += [(key.split("."), value) for key, value in (flags or {}).items()]
+    for keys, value in items:
+        _check_override_path(cls, keys)
+        _set_path(tree, keys, value)
+        explicit.add(".".join(keys))
+    return Layered(from_dict(cls, tree), frozenset(explicit))
+
+
+def read_sections(path: str | Path, sections: Iterable[str]) -> None:
+    """Check that the YAML file at ``path`` holds only the top-level ``sections``."""
+    allowed = list(sections)
+    unknown = [k for k in _read_yaml(Path(path)) if k not in allowed]
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown section '{unknown[0]}'; this job's file has sections "
+            + ", ".join(allowed)
+        )
+
+
 def load_config(
     cls: type[T],
     path: str | Path | None = None,
@@ -228,28 +321,47 @@ def load_config(
     Raises:
         ConfigError: unknown keys, wrong types, malformed overrides; the message names the key.
     """
-    tree = to_dict(base) if base is not None else {}
-    if path is not None:
-        path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except OSError as err:
-            raise ConfigError(f"cannot read config file {path}: {err}") from err
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
-        tree = _deep_merge(tree, loaded)
-    for text in overrides:
-        keys, value = parse_override(text)
-        _check_override_path(cls, keys)
-        _set_path(tree, keys, value)
-    try:
-        return from_dict(cls, tree)
-    except ConfigError as err:
-        if path is not None:
-            raise ConfigError(f"{path}: {err}") from err
-        raise
+    preset = to_dict(base) if base is not None else None
+    return load_layers(cls, preset, path, overrides).config
+
+
+def get_dotted(cfg: Any, key: str) -> Any:
+    """The value at dotted ``key`` of a nested dataclass."""
+    value = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def set_dotted(cfg: T, key: str, value: Any) -> T:
+    """A copy of ``cfg`` with dotted ``key`` set to ``value`` (type-checked)."""
+    head, _, rest = key.partition(".")
+    if not rest:
+        return replace(cfg, **{head: value})
+    return replace(cfg, **{head: set_dotted(getattr(cfg, head), rest, value)})
+
+
+def pin(layered: Layered[T], values: Mapping[str, Any], why: str) -> Layered[T]:
+    """Set keys whose values the job decides (e.g. frames fixed by a checkpoint).
+
+    A key the user set explicitly to another value is an error naming the key and ``why``,
+    never silently replaced.
+    """
+    cfg = layered.config
+    for key, value in values.items():
+        current = get_dotted(cfg, key)
+        cfg = set_dotted(cfg, key, value)
+        wanted = get_dotted(cfg, key)
+        if layered.was_set(key) and to_dict(current) != to_dict(wanted):
+            raise ConfigError(
+                f"{key}={_show(current)} cannot be set here: {why} fixes it to {_show(wanted)}"
+            )
+    return Layered(cfg, layered.explicit)
+
+
+def _show(value: Any) -> str:
+    plain = to_dict(value)
+    return json.dumps(plain) if isinstance(plain, (list, dict)) else str(plain)
 
 
 def replace(cfg: T, **changes: Any) -> T:
@@ -271,17 +383,3 @@ def dump_json(cfg: Any, path: str | Path | None = None) -> str:
     if path is not None:
         Path(path).write_text(text)
     return text
-
-
-def add_overrides_argument(
-    parser: Any, flag: str = "--set", dest: str = "overrides", help: str = ""
-) -> None:
-    """A repeatable ``--set KEY=VALUE`` (dotted config override) on an argparse parser."""
-    parser.add_argument(
-        flag,
-        dest=dest,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help=help or "dotted config override, repeatable",
-    )

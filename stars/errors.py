@@ -1,31 +1,16 @@
-"""User-facing errors: the command-line jobs print these as one line and exit 2, instead of a
-traceback (bad paths, bad data, bad checkpoints, bad configs, unknown runs)."""
+"""The one base class of user-facing errors.
+
+Every layer raises a subclass (``ConfigError``, ``DataError``, ``CheckpointError``,
+``StorageError``, ``JobError``, ...) whose message names the file, key or run and the problem.
+The command-line layer prints any of them as one line and exits 2; this module knows no layer.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from collections.abc import Iterator
+
+class StarsError(ValueError):
+    """Bad input a user can fix: the message says what and where, in one line."""
 
 
-class JobError(ValueError):
+class JobError(StarsError):
     """A job cannot run as asked (e.g. an unknown or unsuitable source run)."""
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    from stars.config import ConfigError
-    from stars.data.shards import DataError
-    from stars.model.checkpoint import CheckpointError
-    from stars.train.launch import StorageError
-
-    return (ConfigError, DataError, CheckpointError, StorageError, JobError, FileNotFoundError)
-
-
-@contextlib.contextmanager
-def reported(prog: str) -> Iterator[None]:
-    """Turn a user-facing error into ``prog: error: message`` on stderr and exit status 2."""
-    try:
-        yield
-    except user_errors() as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None

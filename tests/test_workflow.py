@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from stars.cli.lineage import main as lineage_main
+from stars.cli.pretrain import main as pretrain_main
 from stars.tracking import lineage
-from stars.tracking.cli import main as lineage_main
 from stars.tracking.runs import CHECKPOINT, SOURCE_CHECKPOINT, SOURCE_RUN, STAGE, client
-from stars.train.jobs import pretrain_main
-from stars.workflow import cached_stage1_features
+from stars.workflow.main_job import cached_stage1_features
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -64,7 +64,13 @@ def test_main_job_links_stages_in_mlflow(
     assert s2.data.tags[SOURCE_RUN] == s1.info.run_id
     assert s2.data.tags[SOURCE_CHECKPOINT] == s1.data.tags[CHECKPOINT]
     for run in (s1, s2):
-        for metric in ("knn_top1", "linear_top1", "fewshot_1shot_mean", "silhouette", "loss"):
+        for metric in (
+            "knn_top1",
+            "linear_top1",
+            "fewshot_1shot_mean",
+            "cluster_silhouette",
+            "loss",
+        ):
             assert metric in run.data.metrics, (run.info.run_name, metric)
         load_encoder(run.data.tags[CHECKPOINT])
         names = {a.path for a in c.list_artifacts(run.info.run_id, "eval")}
@@ -97,34 +103,35 @@ def test_main_job_links_stages_in_mlflow(
     assert len(_runs(c, "stage1")) == 1
 
 
-def test_crash_ends_failed_and_resume_continues_the_same_run(ray_local, tiny_dataset_dir, tmp_path):
+def test_crash_ends_failed_and_resume_continues_the_same_run(ray_local, tiny_dataset, tmp_path):
+    from stars.config import load_layers
+    from stars.eval.config import EvalConfig
+    from stars.presets import job_preset
+    from stars.tracking.config import TrackingConfig
+    from stars.train.config import Stage1JobConfig, Stage2JobConfig
+    from stars.train.worker_state import Fault
+    from stars.workflow.config import resolve_main
+    from stars.workflow.main_job import run_main
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    marker = tmp_path / "failed-once"
-    crash = _job(
-        tiny_dataset_dir,
-        tmp_path,
-        uri,
-        "crash",
-        "--stage1-only",
-        "--protocols",
-        "",
-        "--set",
-        "stage1.epochs=3",
-        "--set",
-        "stage1.fail_at_step=14",
-        "--set",
-        f"stage1.fail_marker={marker}",
+    stage1 = load_layers(
+        Stage1JobConfig,
+        job_preset("tiny", "stage1"),
+        overrides=["stage1.epochs=3", f"scale.storage_path={tmp_path / 'runs'}"],
     )
+    stage2 = load_layers(Stage2JobConfig, job_preset("tiny", "stage2"))
+    cfg = resolve_main(
+        stage1, stage2, EvalConfig(protocols=()), TrackingConfig(uri=uri), tiny_dataset
+    )
+    marker = tmp_path / "failed-once"
     with pytest.raises(Exception, match="injected failure"):
-        pretrain_main(crash)
+        run_main(cfg, tiny_dataset, "crash", stage1_only=True, fault=Fault(14, str(marker)))
     c = client(uri)
     (run,) = _runs(c, "stage1")
     assert run.info.status == "FAILED"
     logged = [m.step for m in c.get_metric_history(run.info.run_id, "loss")]
     assert logged and logged == sorted(set(logged))
-    at = crash.index("stage1.fail_at_step=14")
-    resume = crash[: at - 1] + crash[at + 1 :]
-    assert pretrain_main(resume) == 0  # the marker makes the hook a no-op now
+    assert run_main(cfg, tiny_dataset, "crash", stage1_only=True)  # resumes the Ray run
     (again,) = _runs(c, "stage1")
     assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
     assert [m.step for m in c.get_metric_history(run.info.run_id, "loss")] == [0, 1, 2]

@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stars.errors import StarsError
 from stars.skeleton import JointLayout, get_layout
 
 SCHEMA_VERSION = 1
@@ -59,7 +60,7 @@ META_COLUMNS = (
 MAX_SPLITS = 63
 
 
-class DataError(ValueError):
+class DataError(StarsError):
     """Bad input data: the message names the file or sample and the problem."""
 
 

@@ -1,4 +1,4 @@
-"""Typed configuration of the evaluation protocols (protocols.md §8)."""
+"""Typed configuration of the evaluation protocols and of ``jobs/evaluate.py``."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from stars.eval.finetune import FinetuneConfig
 from stars.eval.linear import LinearProbeConfig
 from stars.train.config import ScaleConfig
 
-# Cheap protocols work on cached features; the others train the encoder on Ray Train.
-FEATURE_PROTOCOLS = ("knn", "linear", "fewshot", "cluster", "tsne")
-TRAINING_PROTOCOLS = ("finetune", "semi", "transfer")
-ALL_PROTOCOLS = FEATURE_PROTOCOLS + TRAINING_PROTOCOLS
+
+def _default_protocols() -> tuple[str, ...]:
+    from stars.eval.protocols import FEATURE_PROTOCOLS
+
+    return FEATURE_PROTOCOLS
 
 
 @dataclass(frozen=True)
@@ -21,8 +22,8 @@ class EvalConfig:
     """What to evaluate and how.
 
     Attributes:
-        protocols: any of ``ALL_PROTOCOLS``. ``transfer`` fine-tunes on the given dataset and
-            reports ``transfer_*`` (use it when that dataset differs from pre-training).
+        protocols: names from :data:`stars.eval.protocols.PROTOCOLS` (default: the feature
+            protocols). ``transfer`` fine-tunes on the given dataset and reports ``transfer_*``.
         protocol: the dataset's train/test pair (empty: the manifest's default).
         fewshot_shots, fewshot_episodes, seed: n exemplars per class; episodes per n; base
             seed of the episode draws (recorded with the results).
@@ -34,7 +35,7 @@ class EvalConfig:
         eval_every: test the fine-tuned model every this many epochs (and at the end).
     """
 
-    protocols: tuple[str, ...] = ("knn", "linear", "fewshot", "cluster", "tsne")
+    protocols: tuple[str, ...] = field(default_factory=_default_protocols)
     protocol: str = ""
     knn_ks: tuple[int, ...] = (10, 20, 40)
     knn_temperature: float = 0.1
@@ -54,60 +55,24 @@ class EvalConfig:
     eval_every: int = 10
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.protocols) - set(ALL_PROTOCOLS))
+        from stars.eval.protocols import PROTOCOLS
+
+        unknown = sorted(set(self.protocols) - set(PROTOCOLS))
         if unknown:
             raise ValueError(
                 f"unknown evaluation protocol(s) {', '.join(unknown)}; "
-                f"choose from {', '.join(ALL_PROTOCOLS)}"
+                f"choose from {', '.join(PROTOCOLS)}"
             )
         if self.fewshot_episodes < 1 or any(n < 1 for n in self.fewshot_shots):
             raise ValueError("few-shot needs >= 1 episode and shots >= 1")
 
 
-def _job_data(preset: str) -> DataConfig:
-    from stars.config import from_dict
-    from stars.train.config import JOB_PRESETS
-
-    data = dict(JOB_PRESETS[preset]["data"])
-    data.pop("num_frames", None)  # the encoder decides T
-    return from_dict(DataConfig, data)
-
-
 @dataclass(frozen=True)
 class EvalJobConfig:
-    """``jobs/evaluate.py``: which data, which protocols, how the training protocols scale."""
+    """``jobs/evaluate.py``: which data, which protocols, how the training protocols scale.
+    ``data.num_frames`` is the encoder's and ``data.batch_size`` the fine-tuning recipe's
+    (fixed at resolution)."""
 
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
-
-
-EVAL_PRESETS: dict[str, dict] = {
-    "paper": {},
-    "small": {
-        "eval": {"finetune": {"epochs": 20, "warmup_epochs": 2}, "semi_seeds": 3},
-        "scale": {"torch_threads": 2},
-    },
-    "tiny": {
-        "eval": {
-            "finetune": {"epochs": 2, "warmup_epochs": 0.5, "batch_size": 8},
-            "linear": {"epochs": 20},
-            "semi_fractions": (0.5,),
-            "semi_seeds": 2,
-            "fewshot_shots": (1, 2),
-            "fewshot_episodes": 3,
-            "tsne_classes": 4,
-            "tsne_per_class": 10,
-            "eval_every": 1,
-        },
-    },
-}
-
-
-def eval_job_preset(name: str) -> dict:
-    """The evaluation preset ``name`` with the data settings of the job preset of that name."""
-    from stars.config import to_dict
-
-    out = {k: dict(v) for k, v in EVAL_PRESETS[name].items()}
-    out["data"] = to_dict(_job_data(name))
-    return out

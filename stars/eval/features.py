@@ -2,17 +2,14 @@
 
 Two ways to get them: :func:`extract_features` (Ray Data ``map_batches`` over an actor pool
 that holds the encoder, on GPU when there is one: whole datasets, clusters) and
-:func:`encode_split` (in-process: small data, monitoring inside a training worker). Both use
+:func:`encode_split` (in-process: small data and small encoders). Both use
 the deterministic centred crop. :class:`FeatureSet` is the cached result that every protocol
 and picture reads, so the encoder runs once per (checkpoint, split).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,57 +17,8 @@ import torch
 from stars.data.config import DataConfig
 from stars.data.shards import SkeletonDataset
 from stars.data.transforms import eval_view
+from stars.metrics.feature_set import FeatureSet
 from stars.model.encoder import SkeletonEncoder
-
-
-@dataclass
-class FeatureSet:
-    """Features of one split, rows sorted by ``sample_index``.
-
-    Attributes:
-        features: (N, C) float32 pooled encoder features (not normalised).
-        labels: (N,) int64 class indices.
-        sample_index: (N,) int64 dataset-wide sample ids.
-    """
-
-    features: np.ndarray
-    labels: np.ndarray
-    sample_index: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(self.features), torch.from_numpy(self.labels)
-
-    def subset(self, rows: np.ndarray) -> FeatureSet:
-        return FeatureSet(self.features[rows], self.labels[rows], self.sample_index[rows])
-
-    def save(self, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
-        """Write ``path`` (.npz) and, with ``meta``, a JSON file beside it."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, features=self.features, labels=self.labels, sample_index=self.sample_index)
-        tmp.replace(path)
-        if meta is not None:
-            path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> FeatureSet:
-        with np.load(path) as f:
-            return cls(f["features"], f["labels"], f["sample_index"])
-
-    @classmethod
-    def from_parts(cls, parts: list[dict[str, np.ndarray]], dim: int) -> FeatureSet:
-        if not parts:
-            return cls(np.zeros((0, dim), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64))
-        feats = np.concatenate([p["feature"] for p in parts]).astype(np.float32)
-        labels = np.concatenate([p["label"] for p in parts]).astype(np.int64)
-        index = np.concatenate([p["sample_index"] for p in parts]).astype(np.int64)
-        order = np.argsort(index, kind="stable")
-        return cls(feats[order], labels[order], index[order])
 
 
 def feature_autocast(device: torch.device, precision: str):
@@ -154,21 +102,9 @@ def encode_split(
     split: str | None,
     cfg: DataConfig,
     batch_size: int = 128,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """In-process features (N, C) and labels (N,) of ``split`` with the centred crop."""
-    fs = encode_split_set(encoder, data, split, cfg, batch_size)
-    return fs.tensors()
-
-
-@torch.no_grad()
-def encode_split_set(
-    encoder: SkeletonEncoder,
-    data: SkeletonDataset,
-    split: str | None,
-    cfg: DataConfig,
-    batch_size: int = 128,
 ) -> FeatureSet:
-    """:func:`encode_split` as a :class:`FeatureSet` (rows in storage order = index order)."""
+    """In-process features of ``split`` with the centred crop (rows in storage order =
+    index order): (N, C) features, (N,) labels and sample ids."""
     arrays = data.read_split(split, ["joints", "num_frames", "label", "sample_index"])
     encoder.eval()
     parts = []

@@ -1,4 +1,4 @@
-"""Fine-tuning protocol on Ray Train (protocols.md §8): encoder + MLP head trained end to end.
+"""Fine-tuning protocol on Ray Train (MAMP paper Sec. 4.1): encoder + MLP head trained end to end.
 
 Warm-up to 3e-4 over 5 epochs then cosine to 1e-5, layer-wise lr decay 0.8 (head at the full
 rate), drop path 0.3, label smoothing 0.1, AdamW. The semi-supervised protocol is the same loop
@@ -9,27 +9,26 @@ same loop on another dataset (its own class count).
 from __future__ import annotations
 
 import dataclasses
-import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from stars.config import from_dict, to_dict
+from stars.config import from_dict
 from stars.data.config import DataConfig
 from stars.data.pipeline import iter_worker_batches
 from stars.model import checkpoint as ckpt
 from stars.model.encoder import SkeletonEncoder
-from stars.train import loop
 from stars.train.config import OptimConfig, ScaleConfig
-from stars.train.optim import build_adamw, param_groups, scheduled_lr, set_lr
+from stars.train.loop import LoopSettings, StageTask, Worker, run_loop
+from stars.train.optim import build_adamw, param_groups
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """The fine-tuning recipe (MAMP's, protocols.md §8)."""
+    """The fine-tuning recipe (MAMP's fine-tuning recipe)."""
 
     epochs: int = 100
     batch_size: int = 48
@@ -43,7 +42,7 @@ class FinetuneConfig:
     head_dropout: float = 0.0
     clip_grad: float = 0.0
     seed: int = 0
-    amp: str = "bf16"
+    amp: Literal["bf16", "fp16", "none"] = "bf16"
 
     def optim(self) -> OptimConfig:
         return OptimConfig(
@@ -119,85 +118,69 @@ def evaluate_classifier(model: nn.Module, shard: Any, data_cfg: DataConfig, devi
     return {"top1": correct1 / max(total, 1), "top5": correct5 / max(total, 1), "count": total}
 
 
+@dataclass(frozen=True)
+class FinetuneJobConfig:
+    """What a fine-tuning worker receives: the recipe, the data pipeline and the scaling."""
+
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+
+
+class FinetuneTask(StageTask):
+    """Encoder + MLP head trained end to end with label-smoothed cross-entropy; rank 0 tests
+    on the whole test set every ``eval_every`` epochs and after the last."""
+
+    kind = "finetune"
+
+    def __init__(self, job: FinetuneJobConfig, source: str, num_classes: int, eval_every: int):
+        self.job, self.source, self.num_classes = job, source, num_classes
+        self.eval_every = max(1, eval_every)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=job.finetune.label_smoothing)
+
+    def build(self, worker: Worker) -> None:
+        ft = self.job.finetune
+        encoder = load_for_finetune(self.source, ft.drop_path)
+        self.model = Classifier(encoder, self.num_classes, ft.head_dropout).to(worker.device)
+        groups = param_groups(self.model, ft.weight_decay, self.model.lr_scale(ft.layer_decay))
+        self.optimizer = build_adamw(groups, ft.optim())
+
+    def model_config(self) -> Any:
+        return self.model.encoder.cfg
+
+    def state(self) -> dict[str, Any]:
+        return {"model": ckpt.cpu_state(self.model), "source": {"checkpoint": self.source}}
+
+    def loss(self, wrapped: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.criterion(wrapped(batch["x"]).float(), batch["label"])
+
+    def end_epoch(self, epoch: int, worker: Worker) -> dict[str, float]:
+        import ray.train
+
+        last = epoch == self.job.finetune.epochs - 1
+        if worker.rank != 0 or not (last or (epoch + 1) % self.eval_every == 0):
+            return {}
+        test = ray.train.get_dataset_shard("test")
+        result = evaluate_classifier(self.model, test, self.job.data, worker.device)
+        return {"test_top1": result["top1"], "test_top5": result["top5"]}
+
+
 def finetune_worker(config: dict[str, Any]) -> None:
-    """Per-worker loop. ``config``: ``finetune`` (FinetuneConfig dict), ``data`` (DataConfig
-    dict), ``scale`` (ScaleConfig dict), ``source`` (checkpoint path), ``num_classes``,
-    ``steps_per_epoch``, ``eval_every`` (epochs; the last epoch always evaluates)."""
-    import ray.train
-    import ray.train.torch
-
-    ft = from_dict(FinetuneConfig, config["finetune"])
-    data_cfg = from_dict(DataConfig, config["data"])
-    scale = from_dict(ScaleConfig, config["scale"])
-    optim_cfg = ft.optim()
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
-    device = ray.train.torch.get_device()
-    if scale.torch_threads > 0:
-        torch.set_num_threads(scale.torch_threads)
-    loop.seed_everything(ft.seed + rank)
-
-    model = Classifier(
-        load_for_finetune(config["source"], ft.drop_path),
-        int(config["num_classes"]),
-        ft.head_dropout,
+    """Ray Train entry. Besides the common keys (:mod:`stars.train.loop`): ``source``
+    (checkpoint path), ``num_classes`` and ``eval_every``."""
+    job = from_dict(FinetuneJobConfig, config["job"])
+    ft = job.finetune
+    settings = LoopSettings(
+        epochs=ft.epochs,
+        optim=ft.optim(),
+        data=job.data,
+        seed=ft.seed,
+        amp=ft.amp,
+        torch_threads=job.scale.torch_threads,
+        checkpoint_every=job.scale.checkpoint_every,
     )
-    groups = param_groups(model, ft.weight_decay, model.lr_scale(ft.layer_decay))
-    optimizer = build_adamw(groups, optim_cfg)
-    steps_per_epoch = int(config["steps_per_epoch"])
-    total_steps = steps_per_epoch * ft.epochs
-    warmup_steps = round(ft.warmup_epochs * steps_per_epoch)
-    start_epoch, step, history = 0, 0, []
-    resumed = loop.load_resume_state()
-    if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        start_epoch, step, history = loop.resume_position(resumed, rank, ft.seed)
-    wrapped = ray.train.torch.prepare_model(model.to(device))
-    criterion = nn.CrossEntropyLoss(label_smoothing=ft.label_smoothing)
-    shard = ray.train.get_dataset_shard("train")
-    eval_every = max(1, int(config.get("eval_every", 10)))
-
-    for epoch in range(start_epoch, ft.epochs):
-        wrapped.train()
-        start, seen, loss_sum, epoch_steps = time.perf_counter(), 0, 0.0, 0
-        for batch in iter_worker_batches(shard, data_cfg, "train", device):
-            set_lr(optimizer, scheduled_lr(step, total_steps, warmup_steps, optim_cfg))
-            with loop.autocast(device, ft.amp):
-                loss = criterion(wrapped(batch["x"]).float(), batch["label"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if ft.clip_grad:
-                torch.nn.utils.clip_grad_norm_(wrapped.parameters(), ft.clip_grad)
-            optimizer.step()
-            step += 1
-            epoch_steps += 1
-            seen += len(batch["x"])
-            loss_sum += float(loss.detach())
-        metrics: dict[str, Any] = {
-            "epoch": epoch,
-            "global_step": step,
-            "loss": loss_sum / max(epoch_steps, 1),
-            "epoch_time_s": time.perf_counter() - start,
-        }
-        last = epoch == ft.epochs - 1
-        if rank == 0 and (last or (epoch + 1) % eval_every == 0):
-            result = evaluate_classifier(
-                model, ray.train.get_dataset_shard("test"), data_cfg, device
-            )
-            metrics.update({"test_top1": result["top1"], "test_top5": result["top5"]})
-        history.append(metrics)
-        payload = None
-        if rank == 0:
-            payload = ckpt.make_payload(
-                "finetune",
-                model.encoder.cfg,
-                model=ckpt.cpu_state(model),
-                **loop.loop_state(optimizer, epoch, step, history),
-                finetune_config=to_dict(ft),
-                source={"checkpoint": config["source"]},
-            )
-        loop.report(metrics, payload)
+    task = FinetuneTask(job, config["source"], int(config["num_classes"]), config["eval_every"])
+    run_loop(task, settings, config)
 
 
 def restrict_to(batch: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:

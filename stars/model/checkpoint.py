@@ -21,17 +21,19 @@ from typing import Any
 import torch
 
 from stars.config import from_dict
+from stars.errors import StarsError
 from stars.model.config import ModelConfig
 from stars.model.encoder import SkeletonEncoder
 from stars.model.mamp import MAMP
 
 FORMAT = "stars"
+CHECKPOINT_FILE = "checkpoint.pt"
 VERSION = 1
 STARS_PREFIX = "encoder_student."
 _ENCODER_TOP = ("joints_embed.", "temp_embed", "pos_embed", "blocks.", "norm.")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(StarsError):
     """A checkpoint that cannot be read as asked; the message names the file."""
 
 
@@ -63,21 +65,51 @@ def stage1_payload(model: MAMP, **training_state: Any) -> dict[str, Any]:
     return make_payload("stage1", model.cfg, model=cpu_state(model), **training_state)
 
 
+def resolve_checkpoint(source: str | Path) -> Path:
+    """A checkpoint file from a file, a checkpoint directory, or a run directory (its
+    latest ``checkpoint_*``, by epoch number)."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    if (path / CHECKPOINT_FILE).is_file():
+        return path / CHECKPOINT_FILE
+    found = sorted(path.glob(f"checkpoint_*/{CHECKPOINT_FILE}")) if path.is_dir() else []
+    if not found:
+        raise CheckpointError(
+            f"no checkpoint at {source} (expected a checkpoint file, a checkpoint directory "
+            "or a run directory)"
+        )
+    return found[-1]
+
+
 def read(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint dict safely (weights only; ``argparse.Namespace`` allow-listed)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "checkpoint.pt"
+        path = path / CHECKPOINT_FILE
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is empty")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or unsafe files
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+        raise CheckpointError(f"cannot read checkpoint {path}: {_condensed(err)}") from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(payload).__name__}, not a dict")
     return payload
+
+
+def _condensed(err: BaseException) -> str:
+    """One line of an exception's message: torch's unpickling errors span paragraphs."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if "Weights only load failed" in text:
+        unsafe = next((ln for ln in lines if "Unsupported global" in ln), "")
+        text = "not a weights-only file" + (f" ({unsafe.rstrip('.')})" if unsafe else "")
+    text = text or "unreadable"
+    return f"{type(err).__name__}: {text[:300]}"
 
 
 # -- the published layout ------------------------------------------------------------------

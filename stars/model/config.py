@@ -8,7 +8,7 @@ from typing import Literal
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The MAMP encoder-decoder (protocols.md §5-6).
+    """The MAMP encoder-decoder (MAMP, Mao et al. ICCV 2023, Sec. 3; STARS paper Sec. 3.1).
 
     Attributes:
         dim, depth, num_heads: encoder width, blocks and attention heads.
@@ -67,34 +67,8 @@ class ModelConfig:
         return self.patch_frames * self.in_channels
 
 
-PRESETS: dict[str, ModelConfig] = {
-    # The paper / released configuration (NTU-60: 8 encoder, 5 decoder blocks).
-    "paper": ModelConfig(),
-    "paper_dec3": ModelConfig(decoder_depth=3),
-    # Minutes on a 2-core CPU: the demo and the CPU-sized real-data checks.
-    "small": ModelConfig(
-        dim=64,
-        depth=4,
-        num_heads=4,
-        decoder_dim=64,
-        decoder_depth=2,
-        decoder_heads=4,
-        num_frames=32,
-    ),
-    # Seconds: tests.
-    "tiny": ModelConfig(
-        dim=32,
-        depth=2,
-        num_heads=2,
-        decoder_dim=32,
-        decoder_depth=1,
-        decoder_heads=2,
-        num_frames=32,
-    ),
-}
-
-
 def preset(name: str, **overrides: object) -> ModelConfig:
-    if name not in PRESETS:
-        raise KeyError(f"unknown model preset {name!r}; presets: {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
+    """The model of the named preset (:mod:`stars.presets`), with ``overrides``."""
+    from stars.presets import get_preset
+
+    return replace(ModelConfig(**get_preset(name).model), **overrides)

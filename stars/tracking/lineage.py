@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,7 +105,7 @@ def plot_comparison(
 ) -> str:
     """Grouped bars: each stage-1 run next to its tuned descendants, one panel per metric
     (the numbers the MLflow compare view shows, as a PNG for reports)."""
-    from stars.eval.pictures import pyplot, save_figure
+    from stars.plots import pyplot, save_figure
 
     plt = pyplot()
 
@@ -122,3 +123,22 @@ def plot_comparison(
         ax.set_title(metric)
     fig.suptitle("stage 1 (grey) and its tuned descendants (blue)")
     return str(save_figure(fig, path))
+
+
+DEFAULT_UI = "http://127.0.0.1:5000"
+
+
+def ui_base(tracking_uri: str) -> str:
+    """Where the UI of ``tracking_uri`` is: the server itself, or a local ``mlflow ui``."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return DEFAULT_UI
+
+
+def compare_url(base: str, run_ids: list[str], experiment_ids: list[str]) -> str:
+    """The MLflow UI's compare page for ``run_ids`` (metrics side by side, charts)."""
+    from urllib.parse import quote
+
+    runs = quote(json.dumps(run_ids, separators=(",", ":")))
+    exps = quote(json.dumps(sorted(set(experiment_ids)), separators=(",", ":")))
+    return f"{base}/#/compare-runs?runs={runs}&experiments={exps}"

@@ -20,7 +20,13 @@ CHECKPOINT = "stars.checkpoint"
 SOURCE_RUN = "stars.source_run_id"
 SOURCE_CHECKPOINT = "stars.source_checkpoint"
 SWEEP = "stars.sweep_id"
+TRIAL = "stars.trial_id"
 DATA_DIGEST = "stars.data_digest"
+PRESET = "stars.preset"
+PARENT = "mlflow.parentRunId"  # MLflow's own nesting: the UI shows children under a parent
+NOTE = "mlflow.note.content"  # the run's description in the UI
+EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow 3 opens GenAI views unless this says training
+TRAINING_KIND = "custom_model_development"
 
 
 def client(uri: str):
@@ -30,13 +36,37 @@ def client(uri: str):
 
 
 def experiment_id(mlflow_client, name: str) -> str:
-    """Id of experiment ``name``, created when missing (restored when deleted)."""
+    """Id of experiment ``name``, created when missing (restored when deleted), tagged as a
+    model-training experiment so the UI opens on its runs."""
     exp = mlflow_client.get_experiment_by_name(name)
     if exp is None:
-        return mlflow_client.create_experiment(name)
+        return mlflow_client.create_experiment(name, tags={EXPERIMENT_KIND: TRAINING_KIND})
     if exp.lifecycle_stage == "deleted":
         mlflow_client.restore_experiment(exp.experiment_id)
+    if exp.tags.get(EXPERIMENT_KIND) != TRAINING_KIND:
+        mlflow_client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, TRAINING_KIND)
     return exp.experiment_id
+
+
+def unique_run_name(mlflow_client, exp_id: str, name: str) -> str:
+    """``name``, or ``name #2``, ``#3``... when the experiment already has a run of that name."""
+    taken = {
+        r.info.run_name
+        for r in mlflow_client.search_runs(
+            [exp_id], filter_string=f"attributes.run_name LIKE '{_like(name)}%'", max_results=1000
+        )
+    }
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name} #{n}" in taken:
+        n += 1
+    return f"{name} #{n}"
+
+
+def _like(text: str) -> str:
+    """A LIKE prefix that cannot break the filter (exact matching happens afterwards)."""
+    return text.split("'")[0].split("%")[0]
 
 
 def code_version(repo: Path | None = None) -> dict[str, str]:
@@ -129,10 +159,16 @@ class StageRun:
         stage: str,
         cfg: Any,
         tags: Mapping[str, str] | None = None,
+        parent_run_id: str = "",
     ) -> StageRun:
+        """A new run of ``stage`` named ``name`` (made unique), nested under
+        ``parent_run_id`` when given, with ``cfg`` as params and ``config.yaml``."""
         all_tags = {STAGE: stage, **code_version(), **(tags or {})}
+        if parent_run_id:
+            all_tags[PARENT] = parent_run_id
+        exp_id = experiment_id(mlflow_client, experiment)
         run = mlflow_client.create_run(
-            experiment_id(mlflow_client, experiment), run_name=name, tags=all_tags
+            exp_id, run_name=unique_run_name(mlflow_client, exp_id, name), tags=all_tags
         )
         self = cls(mlflow_client, run.info.run_id)
         log_params(mlflow_client, self.run_id, params_of(cfg))
@@ -154,6 +190,14 @@ class StageRun:
     @property
     def artifact_uri(self) -> str:
         return self.client.get_run(self.run_id).info.artifact_uri
+
+    def describe(self, text: str) -> None:
+        """The run's description (markdown) in the MLflow UI."""
+        self.client.set_tag(self.run_id, NOTE, text)
+
+    @property
+    def name(self) -> str:
+        return self.client.get_run(self.run_id).info.run_name or self.run_id
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)

@@ -1,13 +1,16 @@
-"""Typed configuration of training jobs and the named job presets."""
+"""Typed configuration of the two training jobs (stage 1 and stage 2).
+
+Presets live in :mod:`stars.presets`; the values a job derives (frames from a checkpoint, the
+unaltered stage-2 view, the dataset path) are fixed by :mod:`stars.train.resolve`.
+"""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from stars.data.config import DataConfig
-from stars.model.config import PRESETS, ModelConfig
+from stars.model.config import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class ScaleConfig:
         cpus_per_worker: on a 2-core machine keep it at 0.5 so Ray Data's read tasks run.
         torch_threads: Ray limits a worker's torch threads to its whole CPUs (1 for 0.5);
             a single CPU worker on a small machine can use more.
+        checkpoint_every: write a checkpoint every this many epochs (and after the last);
+            a failure loses at most the epochs since.
     """
 
     num_workers: int = 1
@@ -44,26 +49,28 @@ class ScaleConfig:
     shared_storage: bool = False
     max_failures: int = 0
     num_to_keep: int = 2
+    checkpoint_every: int = 1
     torch_threads: int = 0  # > 0: intra-op threads per worker (Ray's default follows its CPUs)
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1 or self.checkpoint_every < 1 or self.num_to_keep < 1:
+            raise ValueError("num_workers, checkpoint_every and num_to_keep must be >= 1")
 
 
 @dataclass(frozen=True)
 class Stage1Config:
-    """Stage-1 loop settings. ``fail_at_step`` / ``fail_marker`` are a test hook: raise once
-    at that global step (the marker file records that it happened)."""
+    """Stage-1 loop settings; ``amp`` and ``tf32`` apply on CUDA."""
 
     epochs: int = 400
     seed: int = 0
-    amp: Literal["bf16", "fp16", "none"] = "bf16"  # used on CUDA only
+    amp: Literal["bf16", "fp16", "none"] = "bf16"
     tf32: bool = True
-    log_every: int = 50
-    fail_at_step: int = -1
-    fail_marker: str = ""
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
-    """The stage-1 job: data, model, optimiser, loop and scaling."""
+class Stage1JobConfig:
+    """The stage-1 job: data, model, optimiser, loop and scaling. ``data.num_frames`` is the
+    model's and ``model.num_joints`` the dataset's (fixed at resolution)."""
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -71,68 +78,10 @@ class PretrainConfig:
     stage1: Stage1Config = field(default_factory=Stage1Config)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
 
-    def __post_init__(self) -> None:
-        if self.data.num_frames != self.model.num_frames:
-            raise ValueError(
-                f"data.num_frames={self.data.num_frames} differs from "
-                f"model.num_frames={self.model.num_frames}; set both"
-            )
-
-
-def _model(name: str) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(PRESETS[name])
-
-
-# Job presets: the paper's settings, a CPU demo that runs in minutes, and a test size.
-JOB_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {
-        "model": _model("paper"),
-        "data": {"num_frames": 120, "batch_size": 32},
-        "stage1": {"epochs": 400},
-        "optim": {"warmup_epochs": 20},
-    },
-    "paper_dec3": {
-        "model": _model("paper_dec3"),
-        "data": {"num_frames": 120},
-        "stage1": {"epochs": 400},
-    },
-    "small": {
-        "model": _model("small"),
-        "data": {
-            "num_frames": 32,
-            "batch_size": 32,
-            "min_crop_frames": 16,
-            "synthetic": {"num_classes": 40, "samples_per_class": 60, "num_base_classes": 20},
-        },
-        "stage1": {"epochs": 25},
-        "optim": {"warmup_epochs": 2, "min_lr": 1e-4},
-        "scale": {"torch_threads": 2},
-    },
-    "tiny": {
-        "model": _model("tiny"),
-        "data": {
-            "num_frames": 32,
-            "batch_size": 8,
-            "min_crop_frames": 16,
-            "shuffle_buffer": 32,
-            "map_batch_size": 64,
-            "synthetic": {"num_classes": 8, "samples_per_class": 12, "num_base_classes": 6},
-        },
-        "stage1": {"epochs": 2, "log_every": 5},
-        "optim": {"warmup_epochs": 0.5},
-    },
-}
-
-
-def default_storage() -> str:
-    return os.environ.get("STARS_STORAGE", "runs")
-
 
 @dataclass(frozen=True)
 class Stage2Config:
-    """STARS contrastive tuning (protocols.md §7; defaults = the released code).
+    """STARS contrastive tuning (STARS paper Sec. 3.2; defaults = the released code).
 
     Attributes:
         epochs: partial-tuning epochs (released: 10; paper text: 20).
@@ -165,8 +114,6 @@ class Stage2Config:
     seed: int = 0
     amp: Literal["bf16", "fp16", "none"] = "bf16"
     tf32: bool = True
-    fail_at_step: int = -1
-    fail_marker: str = ""
 
 
 def _stage2_optim() -> OptimConfig:
@@ -181,31 +128,12 @@ def _stage2_optim() -> OptimConfig:
 
 
 @dataclass(frozen=True)
-class TuneConfig:
-    """The stage-2 job. The model comes from the stage-1 checkpoint; ``data.num_frames`` is
-    set from it."""
+class Stage2JobConfig:
+    """The stage-2 job. The encoder comes from the stage-1 checkpoint, which fixes
+    ``data.num_frames``; without ``stage2.augment`` the view is unaltered (crop 1.0, no
+    rotation)."""
 
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=_stage2_optim)
     stage2: Stage2Config = field(default_factory=Stage2Config)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
-
-
-TUNE_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"data": {"batch_size": 32}},
-    "small": {
-        "data": {"batch_size": 32, "synthetic": JOB_PRESETS["small"]["data"]["synthetic"]},
-        # ~60 held-out queries make a noisy selection signal: the demo keeps the last epoch.
-        "stage2": {"epochs": 30, "queue_size": 1024, "predictor_hidden": 1024, "monitor": "none"},
-        "scale": {"torch_threads": 2},
-    },
-    "tiny": {
-        "data": {
-            "batch_size": 8,
-            "shuffle_buffer": 32,
-            "map_batch_size": 64,
-            "synthetic": JOB_PRESETS["tiny"]["data"]["synthetic"],
-        },
-        "stage2": {"epochs": 2, "queue_size": 64, "predictor_hidden": 64},
-    },
-}

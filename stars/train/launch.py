@@ -2,38 +2,25 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stars.config import to_dict
-from stars.data.config import DataConfig
+from stars.config import ConfigError, to_dict
 from stars.data.pipeline import build_dataset
-from stars.data.prepare import ensure_synthetic
-from stars.data.shards import SkeletonDataset, open_dataset
-from stars.train.config import PretrainConfig, ScaleConfig
+from stars.data.shards import SkeletonDataset
+from stars.data.source import pretrain_split
+from stars.errors import StarsError
+from stars.model.checkpoint import CHECKPOINT_FILE
+from stars.tracking.epoch_metrics import RunRef
+from stars.train.config import ScaleConfig, Stage1JobConfig, Stage2JobConfig
+from stars.train.worker_state import Fault
 
-MONITOR_METRIC = "monitor_wknn_k20_top1"  # stage 2 keeps the checkpoint that maximises it
+MONITOR_METRIC = "monitor_knn_weighted_k20_top1"  # stage 2 keeps the checkpoint that maximises it
 
 
-class StorageError(ValueError):
+class StorageError(StarsError):
     """A storage path that the cluster's nodes cannot all reach."""
-
-
-def resolve_data(cfg: DataConfig, progress: bool = True) -> SkeletonDataset:
-    """The dataset of a job: ``data.path`` or the cached embedded synthetic set."""
-    root = Path(cfg.path) if cfg.path else ensure_synthetic(cfg.synthetic, progress=progress)
-    return open_dataset(root)
-
-
-def pretrain_split(data: SkeletonDataset, protocol: str = "") -> str:
-    """The split stage 1 trains on: the few-shot protocol's pre-training split when the
-    dataset has one (novel classes never seen), else the protocol's training split."""
-    fewshot = data.manifest.get("fewshot") or {}
-    if not protocol and fewshot.get("pretrain_split"):
-        return str(fewshot["pretrain_split"])
-    return data.protocol(protocol or None)["train"]
 
 
 def check_storage(scale: ScaleConfig) -> str:
@@ -57,7 +44,7 @@ def steps_per_epoch(num_rows: int, workers: int, batch_size: int) -> int:
     """Ray Train splits rows equally (floor) over ranks; training drops partial batches."""
     steps = (num_rows // workers) // batch_size
     if steps < 1:
-        raise ValueError(
+        raise ConfigError(
             f"{num_rows} training rows over {workers} workers give no full batch "
             f"of {batch_size}; lower data.batch_size"
         )
@@ -115,82 +102,54 @@ class StageResult:
 
 
 def run_stage1(
-    cfg: PretrainConfig, name: str, extra: dict[str, Any] | None = None, progress: bool = True
+    cfg: Stage1JobConfig,
+    name: str,
+    data: SkeletonDataset,
+    *,
+    mlflow_run: RunRef | None = None,
+    fault: Fault | None = None,
 ) -> StageResult:
-    """Pre-train (or resume, when ``name`` already has checkpoints under the storage path)."""
+    """Pre-train with the resolved ``cfg`` (:func:`stars.train.resolve.resolve_stage1`), or
+    resume when ``name`` already has checkpoints under the storage path."""
     from stars.train.stage1 import stage1_worker
 
-    data = resolve_data(cfg.data, progress=progress)
     split = pretrain_split(data, cfg.data.protocol)
-    model_cfg = dataclasses.replace(cfg.model, num_joints=data.num_joints)
-    cfg = dataclasses.replace(cfg, model=model_cfg)
-    steps = steps_per_epoch(data.split_size(split), cfg.scale.num_workers, cfg.data.batch_size)
+    loop_config = {
+        "job": to_dict(cfg),
+        "steps_per_epoch": steps_per_epoch(
+            data.split_size(split), cfg.scale.num_workers, cfg.data.batch_size
+        ),
+        "mlflow_run": (mlflow_run or RunRef()).to_dict(),
+        "data_digest": data.digest,
+        "split": split,
+    }
+    if fault is not None:
+        loop_config["fault"] = fault.to_dict()
     trainer = make_trainer(
         stage1_worker,
-        {
-            "job": to_dict(cfg),
-            "steps_per_epoch": steps,
-            "extra": extra or {},
-            "data_digest": data.digest,
-            "split": split,
-        },
+        loop_config,
         cfg.scale,
         name,
         {"train": build_dataset(data, split, "train", cfg.data)},
     )
-    result = trainer.fit()
-    return _stage_result(result)
-
-
-def resolve_checkpoint(source: str | Path) -> Path:
-    """A checkpoint file from a file, a checkpoint directory, or a run directory (its
-    latest ``checkpoint_*``)."""
-    from stars.train.loop import CHECKPOINT_FILE
-
-    path = Path(source)
-    if path.is_file():
-        return path
-    if (path / CHECKPOINT_FILE).is_file():
-        return path / CHECKPOINT_FILE
-    found = sorted(path.glob(f"checkpoint_*/{CHECKPOINT_FILE}")) if path.is_dir() else []
-    if not found:
-        raise FileNotFoundError(
-            f"no checkpoint at {source} (expected a checkpoint file, a "
-            "checkpoint directory or a run directory)"
-        )
-    return found[-1]
-
-
-def tune_data_config(cfg: DataConfig, num_frames: int, augment: bool) -> DataConfig:
-    """Stage 2 sees one unaltered view (crop ratio 1.0, no rotation) unless ``augment``."""
-    changes: dict[str, Any] = {"num_frames": num_frames}
-    if not augment:
-        changes.update(train_crop=(1.0, 1.0), rotation=0.0)
-    return dataclasses.replace(cfg, **changes)
+    return _stage_result(trainer.fit())
 
 
 def run_stage2(
-    cfg: Any,
+    cfg: Stage2JobConfig,
     source: str | Path,
     name: str,
-    extra: dict[str, Any] | None = None,
-    progress: bool = True,
+    data: SkeletonDataset,
+    *,
+    mlflow_run: RunRef | None = None,
+    fault: Fault | None = None,
 ) -> StageResult:
-    """Tune the encoder of a stage-1 checkpoint (ours or published) with STARS."""
+    """Tune the encoder of the stage-1 checkpoint file ``source`` (ours or published) with
+    the resolved ``cfg`` (:func:`stars.train.resolve.resolve_stage2`)."""
     from stars.data.shards import sha256_file
-    from stars.model.checkpoint import encoder_state, read
     from stars.train.stage2 import stage2_worker
 
-    source_file = resolve_checkpoint(source).resolve()
-    model_cfg, _ = encoder_state(read(source_file), source_file)
-    data = resolve_data(cfg.data, progress=progress)
-    if data.num_joints != model_cfg.num_joints:
-        raise ValueError(
-            f"the checkpoint's encoder has V={model_cfg.num_joints} joints, the "
-            f"dataset {data.root} has {data.num_joints}"
-        )
-    data_cfg = tune_data_config(cfg.data, model_cfg.num_frames, cfg.stage2.augment)
-    cfg = dataclasses.replace(cfg, data=data_cfg)
+    source_file = Path(source).resolve()
     split = pretrain_split(data, cfg.data.protocol)
     datasets = {"train": build_dataset(data, split, "train", cfg.data)}
     monitor = cfg.stage2.monitor
@@ -201,30 +160,34 @@ def run_stage2(
         protocol = data.protocol(cfg.data.protocol or None)
         datasets["monitor_bank"] = build_dataset(data, protocol["train"], "eval", cfg.data)
         datasets["monitor_query"] = build_dataset(data, protocol["test"], "eval", cfg.data)
-    steps = steps_per_epoch(data.split_size(split), cfg.scale.num_workers, cfg.data.batch_size)
+    loop_config = {
+        "job": to_dict(cfg),
+        "source": str(source_file),
+        "source_sha256": sha256_file(source_file),
+        "steps_per_epoch": steps_per_epoch(
+            data.split_size(split), cfg.scale.num_workers, cfg.data.batch_size
+        ),
+        "monitor": monitor != "none",
+        "mlflow_run": (mlflow_run or RunRef()).to_dict(),
+    }
+    if fault is not None:
+        loop_config["fault"] = fault.to_dict()
+    best = MONITOR_METRIC if monitor != "none" else None
     trainer = make_trainer(
         stage2_worker,
-        {
-            "job": to_dict(cfg),
-            "source": str(source_file),
-            "source_sha256": sha256_file(source_file),
-            "steps_per_epoch": steps,
-            "monitor": monitor != "none",
-            "extra": extra or {},
-        },
+        loop_config,
         cfg.scale,
         name,
         datasets,
-        metric=MONITOR_METRIC if monitor != "none" else None,
+        metric=best,
         mode="max",
         split_only=["train"],
     )
-    return _stage_result(trainer.fit(), best_metric=MONITOR_METRIC if monitor != "none" else None)
+    return _stage_result(trainer.fit(), best_metric=best)
 
 
 def _stage_result(result: Any, best_metric: str | None = None) -> StageResult:
     from stars.model.checkpoint import read
-    from stars.train.loop import CHECKPOINT_FILE
 
     if result.error is not None:
         raise result.error

@@ -1,124 +1,180 @@
-"""What both stages' worker loops share: devices, precision, RNG, checkpoint round trips,
-reporting, and the fault-injection hook used by the resume tests."""
+"""The one training loop every Ray Train worker runs (stage 1, stage 2, fine-tuning).
+
+A stage supplies a :class:`StageTask` (its model, optimiser groups, loss of one batch and
+optional per-epoch hooks, the role ``train_one_epoch`` plays in MAE/timm); :func:`run_loop`
+does the rest: device and threads, seeding, resume from Ray's latest checkpoint, DDP,
+the epoch loop with the lr schedule, autocast, clipping, metrics, ``ray.train.report``
+with a checkpoint every ``checkpoint_every`` epochs, and per-epoch MLflow metrics from rank 0.
+
+``train_loop_config`` of every stage holds ``job`` (the resolved job config as a dict, exactly
+what MLflow logged), ``steps_per_epoch``, ``mlflow_run`` (a :class:`RunRef` dict) and, in tests
+only, ``fault``.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import random
-import tempfile
-from pathlib import Path
+import abc
+import time
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
+from torch import nn
 
+from stars.data.config import DataConfig
+from stars.data.pipeline import iter_worker_batches
 from stars.model import checkpoint as ckpt
-
-CHECKPOINT_FILE = "checkpoint.pt"
-
-
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """bf16/fp16 autocast on CUDA; a no-op on CPU (CPU runs stay in fp32)."""
-    if device.type != "cuda" or amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+from stars.tracking.epoch_metrics import EpochLogger, RunRef
+from stars.train import worker_state as ws
+from stars.train.config import OptimConfig
+from stars.train.optim import scheduled_lr, set_lr
 
 
-def configure_device(device: torch.device, tf32: bool) -> None:
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
+@dataclass(frozen=True)
+class LoopSettings:
+    """What the loop needs from a stage's config.
 
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-        "numpy_pos": int(np.random.get_state()[2]),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    keys = state["numpy"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside DDP (or the module itself)."""
-    return getattr(model, "module", model)
-
-
-def load_resume_state() -> dict[str, Any] | None:
-    """The payload of the run's latest checkpoint when Ray restarted or resumed us."""
-    import ray.train
-
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as directory:
-        return ckpt.read(Path(directory) / CHECKPOINT_FILE)
-
-
-def resume_position(
-    resumed: dict[str, Any], rank: int, seed: int
-) -> tuple[int, int, list[dict[str, Any]]]:
-    """(first epoch to run, global step, metric history) of a resumed run; restores the RNG.
-
-    Only rank 0 checkpoints its RNG state; the other ranks draw fresh, distinct streams.
+    Attributes:
+        epochs: total epochs (all phases).
+        optim: lr, warm-up (epochs, per-step linear), schedule, clipping.
+        amp, tf32: CUDA precision (ignored on CPU).
+        torch_threads: > 0 sets the worker's intra-op threads.
+        checkpoint_every: epochs between checkpoints; the last epoch always writes one.
     """
-    start_epoch = int(resumed["epoch"]) + 1
-    if rank == 0:
-        restore_rng(resumed["rng"])
-    else:
-        seed_everything(seed + rank + 7919 * start_epoch)
-    return start_epoch, int(resumed["global_step"]), list(resumed.get("history", []))
+
+    epochs: int
+    optim: OptimConfig
+    data: DataConfig
+    seed: int
+    amp: str = "bf16"
+    tf32: bool = True
+    torch_threads: int = 0
+    checkpoint_every: int = 1
 
 
-def loop_state(
-    optimizer: torch.optim.Optimizer, epoch: int, step: int, history: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """What a worker needs to resume at the next epoch (stored in every checkpoint)."""
-    return {
-        "optimizer": optimizer.state_dict(),
-        "epoch": epoch,
-        "global_step": step,
-        "history": history,
-        "rng": rng_state(),
-    }
+@dataclass
+class Worker:
+    """Where a task runs: its device, rank, world size and the trainer's loop config."""
+
+    device: torch.device
+    rank: int
+    world_size: int
+    loop_config: dict[str, Any]
 
 
-def report(metrics: dict[str, float], payload: dict[str, Any] | None) -> None:
-    """``ray.train.report`` from every rank; rank 0 passes the checkpoint payload."""
+class StageTask(abc.ABC):
+    """One stage's part of the loop. ``build`` sets ``model`` (on ``worker.device``) and
+    ``optimizer``; ``loss`` is one training batch; the hooks default to nothing."""
+
+    kind: str = ""
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+
+    @abc.abstractmethod
+    def build(self, worker: Worker) -> None:
+        """Create ``self.model`` on ``worker.device`` and ``self.optimizer``."""
+
+    @abc.abstractmethod
+    def loss(self, wrapped: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training loss of one batch through ``wrapped`` (the DDP-wrapped model)."""
+
+    def load_state(self, payload: dict[str, Any]) -> None:
+        """Restore the model part of a checkpoint (the loop restores the optimiser)."""
+        self.model.load_state_dict(payload["model"])
+
+    def state(self) -> dict[str, Any]:
+        """Checkpoint content besides the loop state (weights, buffers, provenance)."""
+        return {"model": ckpt.cpu_state(self.model)}
+
+    def model_config(self) -> Any:
+        return self.model.cfg
+
+    def ddp_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def begin_epoch(self, epoch: int) -> dict[str, Any]:
+        """Called before an epoch; returns values added to its metrics (e.g. the phase)."""
+        return {}
+
+    def end_epoch(self, epoch: int, worker: Worker) -> dict[str, float]:
+        """Called after an epoch on every rank; returns extra metrics (monitoring)."""
+        return {}
+
+
+def run_loop(task: StageTask, settings: LoopSettings, loop_config: dict[str, Any]) -> None:
+    """Train ``task`` for ``settings.epochs`` inside a Ray Train worker (resuming if Ray
+    restarted the run), reporting every epoch."""
     import ray.train
+    import ray.train.torch
 
-    if payload is None:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt.save(Path(tmp) / CHECKPOINT_FILE, payload)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    ctx = ray.train.get_context()
+    worker = Worker(
+        ray.train.torch.get_device(), ctx.get_world_rank(), ctx.get_world_size(), loop_config
+    )
+    if settings.torch_threads > 0:
+        torch.set_num_threads(settings.torch_threads)
+    ws.configure_device(worker.device, settings.tf32)
+    ws.seed_everything(settings.seed + worker.rank)
 
+    task.build(worker)
+    steps_per_epoch = int(loop_config["steps_per_epoch"])
+    total_steps = steps_per_epoch * settings.epochs
+    warmup_steps = round(settings.optim.warmup_epochs * steps_per_epoch)
+    start_epoch, step, history = 0, 0, []
+    resumed = ws.load_resume_state()
+    if resumed is not None:
+        task.load_state(resumed)
+        task.optimizer.load_state_dict(resumed["optimizer"])
+        start_epoch, step, history = ws.resume_position(resumed, worker.rank, settings.seed)
+    wrapped = ray.train.torch.prepare_model(task.model, parallel_strategy_kwargs=task.ddp_kwargs())
+    shard = ray.train.get_dataset_shard("train")
+    run = RunRef.from_dict(loop_config.get("mlflow_run"))
+    epoch_log = EpochLogger(run, worker.rank)
+    fault = loop_config.get("fault")
 
-def maybe_inject_failure(step: int, fail_at_step: int, marker: str) -> None:
-    """Test hook: raise once when ``step`` reaches ``fail_at_step`` (the marker file makes it
-    once per run, across the restart that follows)."""
-    if fail_at_step < 0 or step != fail_at_step or not marker:
-        return
-    path = Path(marker)
-    if path.exists():
-        return
-    path.write_text(str(step))
-    raise RuntimeError(f"injected failure at step {step} (test hook)")
+    for epoch in range(start_epoch, settings.epochs):
+        extra = task.begin_epoch(epoch)
+        wrapped.train()
+        start, seen, loss_sum, epoch_steps = time.perf_counter(), 0, 0.0, 0
+        lr = settings.optim.lr
+        for batch in iter_worker_batches(shard, settings.data, "train", worker.device):
+            lr = scheduled_lr(step, total_steps, warmup_steps, settings.optim)
+            set_lr(task.optimizer, lr)
+            with ws.autocast(worker.device, settings.amp):
+                loss = task.loss(wrapped, batch)
+            task.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if settings.optim.clip_grad:
+                torch.nn.utils.clip_grad_norm_(wrapped.parameters(), settings.optim.clip_grad)
+            task.optimizer.step()
+            ws.maybe_inject_failure(step, fault)
+            step += 1
+            epoch_steps += 1
+            seen += len(batch["x"])
+            loss_sum += float(loss.detach())
+        elapsed = time.perf_counter() - start
+        metrics: dict[str, Any] = {
+            "epoch": epoch,
+            "global_step": step,
+            "loss": loss_sum / max(epoch_steps, 1),
+            "lr": lr,
+            "epoch_time_s": elapsed,
+            "throughput_seq_per_s": seen * worker.world_size / max(elapsed, 1e-9),
+            "steps": epoch_steps,
+            **extra,
+        }
+        metrics.update(task.end_epoch(epoch, worker))
+        history.append(metrics)
+        last = epoch == settings.epochs - 1
+        payload = None
+        if worker.rank == 0 and (last or (epoch + 1) % settings.checkpoint_every == 0):
+            payload = ckpt.make_payload(
+                task.kind,
+                task.model_config(),
+                **task.state(),
+                **ws.loop_state(task.optimizer, epoch, step, history),
+                job_config=loop_config["job"],
+                mlflow_run=run.to_dict(),
+            )
+        ws.report({k: v for k, v in metrics.items() if not isinstance(v, str)}, payload)
+        epoch_log.log(metrics, epoch)

@@ -9,23 +9,21 @@ decayed learning rates.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
 from torch import nn
 
-from stars.config import from_dict, to_dict
+from stars.config import from_dict
 from stars.data.pipeline import iter_worker_batches
-from stars.eval.knn import weighted_knn_report
+from stars.metrics.knn import weighted_knn_report
 from stars.model import checkpoint as ckpt
 from stars.model.encoder import SkeletonEncoder, actors_as_batch, patchify
 from stars.model.heads import ContrastiveHeads
-from stars.tracking.epochs import EpochLogger
-from stars.train import loop
-from stars.train.config import Stage2Config, TuneConfig
+from stars.train.config import Stage2Config, Stage2JobConfig
+from stars.train.loop import LoopSettings, StageTask, Worker, run_loop
 from stars.train.nnclr import SupportQueue, gather_no_grad, nnclr_loss
-from stars.train.optim import build_adamw, param_groups, scheduled_lr, set_lr
+from stars.train.optim import build_adamw, param_groups
 
 
 class TunedModel(nn.Module):
@@ -146,97 +144,87 @@ class MonitorSet:
         return torch.cat(feats), torch.cat(labels)
 
 
-def stage2_worker(config: dict[str, Any]) -> None:
-    """Per-worker loop. ``config``: ``job`` (TuneConfig dict), ``source`` (stage-1 checkpoint
-    path), ``source_sha256``, ``steps_per_epoch``, ``monitor`` (bool), ``extra``."""
-    import ray.train
-    import ray.train.torch
+class Stage2Task(StageTask):
+    """NNCLR tuning of a stage-1 encoder: partial freezing, layer-wise decayed lrs, the
+    support queue, optional heads-only first phase (STARS-3stage) and rank-0 monitoring."""
 
-    cfg = from_dict(TuneConfig, config["job"])
-    s2 = cfg.stage2
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
-    device = ray.train.torch.get_device()
-    if cfg.scale.torch_threads > 0:
-        torch.set_num_threads(cfg.scale.torch_threads)
-    loop.configure_device(device, s2.tf32)
-    loop.seed_everything(s2.seed + rank)
+    kind = "stage2"
 
-    encoder = ckpt.load_encoder(config["source"])
-    model = TunedModel(encoder, s2.frozen_blocks, s2.predictor_hidden)
-    queue = SupportQueue(s2.queue_size, encoder.cfg.dim)
-    groups = param_groups(model, cfg.optim.weight_decay, model.lr_scale(s2.layer_decay))
-    optimizer = build_adamw(groups, cfg.optim)
-    total_epochs = s2.head_warmup_epochs + s2.epochs
-    steps_per_epoch = int(config["steps_per_epoch"])
-    start_epoch, step, history = 0, 0, []
-    resumed = loop.load_resume_state()
-    if resumed is not None:
-        model.encoder.load_state_dict(resumed["encoder"])
-        model.heads.load_state_dict(resumed["heads"])
-        queue.load_state_dict(resumed["queue"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        start_epoch, step, history = loop.resume_position(resumed, rank, s2.seed)
-    model.to(device)
-    queue.to(device)
-    ddp_kwargs = {"find_unused_parameters": True} if s2.head_warmup_epochs else {}
-    wrapped = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs)
-    shard = ray.train.get_dataset_shard("train")
-    epoch_log = EpochLogger(config.get("extra", {}), rank)
-    if config.get("monitor") and rank == 0:
-        monitor_bank = MonitorSet(ray.train.get_dataset_shard("monitor_bank"), cfg.data, device)
-        monitor_query = MonitorSet(ray.train.get_dataset_shard("monitor_query"), cfg.data, device)
+    def __init__(self, cfg: Stage2JobConfig, source: str, source_sha256: str = ""):
+        self.cfg, self.source, self.source_sha256 = cfg, source, source_sha256
 
-    for epoch in range(start_epoch, total_epochs):
-        phase = "heads" if epoch < s2.head_warmup_epochs else "tune"
-        model.encoder_frozen = phase == "heads"
-        wrapped.train()
-        start, seen, loss_sum, epoch_steps = time.perf_counter(), 0, 0.0, 0
-        for batch in iter_worker_batches(shard, cfg.data, "train", device):
-            set_lr(optimizer, scheduled_lr(step, total_epochs * steps_per_epoch, 0, cfg.optim))
-            with loop.autocast(device, s2.amp):
-                loss = contrastive_step(wrapped, queue, batch["x"], batch["sample_index"], s2)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.clip_grad:
-                torch.nn.utils.clip_grad_norm_(wrapped.parameters(), cfg.optim.clip_grad)
-            optimizer.step()
-            loop.maybe_inject_failure(step, s2.fail_at_step, s2.fail_marker)
-            step += 1
-            epoch_steps += 1
-            seen += len(batch["x"])
-            loss_sum += float(loss.detach())
-        elapsed = time.perf_counter() - start
-        metrics: dict[str, Any] = {
-            "epoch": epoch,
-            "phase": phase,
-            "global_step": step,
-            "loss": loss_sum / max(epoch_steps, 1),
-            "epoch_time_s": elapsed,
-            "throughput_seq_per_s": seen * ctx.get_world_size() / max(elapsed, 1e-9),
-            "steps": epoch_steps,
-        }
-        if config.get("monitor") and rank == 0:
-            bank = monitor_bank.features(model.encoder)
-            query = monitor_query.features(model.encoder)
-            report = weighted_knn_report(bank[0], bank[1], query[0], query[1])
-            metrics.update({f"monitor_{k}": v for k, v in report.items()})
-        history.append(metrics)
-        payload = None
-        if rank == 0:
-            payload = ckpt.make_payload(
-                "stage2",
-                encoder.cfg,
-                encoder=ckpt.cpu_state(model.encoder),
-                heads=ckpt.cpu_state(model.heads),
-                queue=ckpt.cpu_state(queue),
-                **loop.loop_state(optimizer, epoch, step, history),
-                job_config=to_dict(cfg),
-                source={
-                    "checkpoint": config["source"],
-                    "sha256": config.get("source_sha256", ""),
-                },
-                extra=config.get("extra", {}),
+    def build(self, worker: Worker) -> None:
+        import ray.train
+
+        s2 = self.cfg.stage2
+        encoder = ckpt.load_encoder(self.source)
+        self.model = TunedModel(encoder, s2.frozen_blocks, s2.predictor_hidden).to(worker.device)
+        self.queue = SupportQueue(s2.queue_size, encoder.cfg.dim).to(worker.device)
+        scale = self.model.lr_scale(s2.layer_decay)
+        groups = param_groups(self.model, self.cfg.optim.weight_decay, scale)
+        self.optimizer = build_adamw(groups, self.cfg.optim)
+        self.monitors = None
+        if worker.loop_config.get("monitor") and worker.rank == 0:
+            self.monitors = tuple(
+                MonitorSet(ray.train.get_dataset_shard(name), self.cfg.data, worker.device)
+                for name in ("monitor_bank", "monitor_query")
             )
-        loop.report({k: v for k, v in metrics.items() if k != "phase"}, payload)
-        epoch_log.log(metrics, epoch)
+
+    def model_config(self) -> Any:
+        return self.model.encoder.cfg
+
+    def load_state(self, payload: dict[str, Any]) -> None:
+        self.model.encoder.load_state_dict(payload["encoder"])
+        self.model.heads.load_state_dict(payload["heads"])
+        self.queue.load_state_dict(payload["queue"])
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "encoder": ckpt.cpu_state(self.model.encoder),
+            "heads": ckpt.cpu_state(self.model.heads),
+            "queue": ckpt.cpu_state(self.queue),
+            "source": {"checkpoint": self.source, "sha256": self.source_sha256},
+        }
+
+    def ddp_kwargs(self) -> dict[str, Any]:
+        # The heads-only phase leaves the encoder's trainable blocks without gradients.
+        return {"find_unused_parameters": True} if self.cfg.stage2.head_warmup_epochs else {}
+
+    def begin_epoch(self, epoch: int) -> dict[str, Any]:
+        phase = "heads" if epoch < self.cfg.stage2.head_warmup_epochs else "tune"
+        self.model.encoder_frozen = phase == "heads"
+        return {"phase": phase}
+
+    def loss(self, wrapped: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return contrastive_step(
+            wrapped, self.queue, batch["x"], batch["sample_index"], self.cfg.stage2
+        )
+
+    def end_epoch(self, epoch: int, worker: Worker) -> dict[str, float]:
+        if self.monitors is None:
+            return {}
+        bank, query = (m.features(self.model.encoder) for m in self.monitors)
+        report = weighted_knn_report(bank[0], bank[1], query[0], query[1])
+        return {f"monitor_{k}": v for k, v in report.items()}
+
+
+def stage2_settings(cfg: Stage2JobConfig) -> LoopSettings:
+    s2 = cfg.stage2
+    return LoopSettings(
+        epochs=s2.head_warmup_epochs + s2.epochs,
+        optim=cfg.optim,
+        data=cfg.data,
+        seed=s2.seed,
+        amp=s2.amp,
+        tf32=s2.tf32,
+        torch_threads=cfg.scale.torch_threads,
+        checkpoint_every=cfg.scale.checkpoint_every,
+    )
+
+
+def stage2_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry. Besides the common keys (:mod:`stars.train.loop`): ``source`` (the
+    stage-1 checkpoint file), ``source_sha256`` and ``monitor`` (bool)."""
+    cfg = from_dict(Stage2JobConfig, config["job"])
+    task = Stage2Task(cfg, config["source"], config.get("source_sha256", ""))
+    run_loop(task, stage2_settings(cfg), config)

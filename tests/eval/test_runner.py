@@ -7,15 +7,18 @@ import json
 import numpy as np
 import pytest
 
-from stars.config import from_dict
-from stars.eval.cli import main as evaluate_main
-from stars.eval.config import EvalJobConfig, eval_job_preset
-from stars.eval.features import FeatureSet
+from stars.cli.evaluate import main as evaluate_main
+from stars.config import load_layers
+from stars.data.shards import open_dataset
+from stars.eval.config import EvalJobConfig
+from stars.eval.resolve import resolve_eval
 from stars.eval.runner import evaluate
 from stars.eval.subsets import stratified_subset
+from stars.metrics.feature_set import FeatureSet
 from stars.model import checkpoint as ckpt
 from stars.model.config import preset
 from stars.model.mamp import MAMP
+from stars.presets import job_preset
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +31,14 @@ def tiny_checkpoint(tmp_path_factory):
     return path
 
 
-def _job(tiny_dataset_dir, tmp_path, **eval_overrides):
-    cfg = eval_job_preset("tiny")
-    cfg["data"]["path"] = str(tiny_dataset_dir)
-    cfg["eval"].update(eval_overrides)
-    cfg["scale"] = {"storage_path": str(tmp_path / "runs")}
-    return from_dict(EvalJobConfig, cfg)
+def _job(dataset_dir, tmp_path, **eval_overrides):
+    """The evaluation job config of a tiny encoder (T=32) on ``dataset_dir``, resolved."""
+    tree = job_preset("tiny", "eval")
+    tree["data"]["path"] = str(dataset_dir)
+    tree["eval"].update(eval_overrides)
+    tree["scale"] = {"storage_path": str(tmp_path / "runs")}
+    layered = load_layers(EvalJobConfig, tree)
+    return resolve_eval(layered, open_dataset(dataset_dir), preset("tiny"), "tiny")
 
 
 @pytest.mark.ray
@@ -61,12 +66,12 @@ def test_feature_protocols_on_ray_match_in_process(
     m = result.metrics
     for name in (
         "knn_top1",
-        "wknn_k20_top1",
+        "knn_weighted_k20_top1",
         "linear_top1",
         "fewshot_1shot_mean",
         "fewshot_2shot_std",
-        "silhouette",
-        "kmeans_nmi",
+        "cluster_silhouette",
+        "cluster_kmeans_nmi",
     ):
         assert name in m and np.isfinite(m[name]), name
     assert m["knn_top1"] == local.metrics["knn_top1"]
@@ -174,7 +179,7 @@ def test_transfer_to_a_dataset_with_another_class_count(ray_local, tiny_checkpoi
 
 
 def test_jobs_report_bad_input_in_one_line(tiny_checkpoint, tiny_dataset_dir, tmp_path, capsys):
-    from stars.train.jobs import pretrain_main
+    from stars.cli.pretrain import main as pretrain_main
 
     missing = tmp_path / "nowhere"
     with pytest.raises(SystemExit) as exit_info:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stars.model.config import PRESETS, preset
+from stars.model.config import preset
 from stars.model.encoder import patchify
 from stars.model.mamp import (
     MAMP,
@@ -13,6 +13,7 @@ from stars.model.mamp import (
     normalise_per_token,
     sample_mask,
 )
+from stars.presets import PRESETS
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

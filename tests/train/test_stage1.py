@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from stars.config import from_dict, load_config
 from stars.model.checkpoint import load_encoder, load_stage1, read
-from stars.train.config import JOB_PRESETS, PretrainConfig
 from stars.train.launch import run_stage1
+from stars.train.resolve import stage1_config
+from stars.train.worker_state import Fault
 
 pytestmark = pytest.mark.ray
 
 
-def _cfg(tmp_path, data_dir, *overrides):
-    base = from_dict(PretrainConfig, JOB_PRESETS["tiny"])
-    return load_config(
-        PretrainConfig,
-        None,
+def _cfg(tmp_path, data, *overrides):
+    return stage1_config(
+        "tiny",
+        data,
         [
-            f"data.path={data_dir}",
             f"scale.storage_path={tmp_path / 'runs'}",
             "scale.num_workers=2",
             "scale.cpus_per_worker=0.5",
@@ -27,13 +25,12 @@ def _cfg(tmp_path, data_dir, *overrides):
             "optim.min_lr=0.001",
             *overrides,
         ],
-        base=base,
     )
 
 
-def test_two_workers_lower_the_loss_and_write_checkpoints(ray_local, tiny_dataset_dir, tmp_path):
-    cfg = _cfg(tmp_path, tiny_dataset_dir, "stage1.epochs=8")
-    result = run_stage1(cfg, "lower-loss", progress=False)
+def test_two_workers_lower_the_loss_and_write_checkpoints(ray_local, tiny_dataset, tmp_path):
+    cfg = _cfg(tmp_path, tiny_dataset, "stage1.epochs=8")
+    result = run_stage1(cfg, "lower-loss", tiny_dataset)
     losses = [h["loss"] for h in result.history]
     assert len(losses) == 8
     assert min(losses[-3:]) < losses[0] * 0.9, losses
@@ -53,17 +50,10 @@ def test_two_workers_lower_the_loss_and_write_checkpoints(ray_local, tiny_datase
 
 
 @pytest.mark.slow
-def test_killed_worker_resumes_from_last_checkpoint(ray_local, tiny_dataset_dir, tmp_path):
+def test_killed_worker_resumes_from_last_checkpoint(ray_local, tiny_dataset, tmp_path):
     marker = tmp_path / "failed-once"
-    cfg = _cfg(
-        tmp_path,
-        tiny_dataset_dir,
-        "stage1.epochs=4",
-        "scale.max_failures=1",
-        "stage1.fail_at_step=7",
-        f"stage1.fail_marker={marker}",
-    )
-    result = run_stage1(cfg, "resume", progress=False)
+    cfg = _cfg(tmp_path, tiny_dataset, "stage1.epochs=4", "scale.max_failures=1")
+    result = run_stage1(cfg, "resume", tiny_dataset, fault=Fault(7, str(marker)))
     assert marker.exists(), "the failure hook never fired"
     steps = result.history[0]["steps"]
     assert 4 * steps > 7  # the failure happened mid-run

@@ -5,38 +5,31 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stars.config import from_dict, load_config
-from stars.model.checkpoint import load_encoder, read
-from stars.train.config import JOB_PRESETS, TUNE_PRESETS, PretrainConfig, TuneConfig
-from stars.train.launch import resolve_checkpoint, run_stage1, run_stage2
+from stars.model.checkpoint import load_encoder, read, resolve_checkpoint
+from stars.train.launch import run_stage1, run_stage2
+from stars.train.resolve import stage1_config, stage2_config
+from stars.train.worker_state import Fault
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def stage1_checkpoint(ray_local, tiny_dataset_dir, tmp_path_factory):
+def stage1_checkpoint(ray_local, tiny_dataset, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    cfg = load_config(
-        PretrainConfig,
-        None,
-        [
-            f"data.path={tiny_dataset_dir}",
-            f"scale.storage_path={runs}",
-            "stage1.epochs=2",
-            "model.depth=4",
-            "model.num_heads=2",
-        ],
-        base=from_dict(PretrainConfig, JOB_PRESETS["tiny"]),
+    cfg = stage1_config(
+        "tiny",
+        tiny_dataset,
+        [f"scale.storage_path={runs}", "stage1.epochs=2", "model.depth=4", "model.num_heads=2"],
     )
-    return run_stage1(cfg, "s1", progress=False).checkpoint_file
+    return run_stage1(cfg, "s1", tiny_dataset).checkpoint_file
 
 
-def test_three_stage_tuning_in_one_job(stage1_checkpoint, tiny_dataset_dir, tmp_path):
-    cfg = load_config(
-        TuneConfig,
-        None,
+def test_three_stage_tuning_in_one_job(stage1_checkpoint, tiny_dataset, tmp_path):
+    cfg = stage2_config(
+        "tiny",
+        tiny_dataset,
+        stage1_checkpoint,
         [
-            f"data.path={tiny_dataset_dir}",
             f"scale.storage_path={tmp_path}",
             "scale.num_workers=2",
             "stage2.head_warmup_epochs=1",
@@ -44,11 +37,10 @@ def test_three_stage_tuning_in_one_job(stage1_checkpoint, tiny_dataset_dir, tmp_
             "scale.num_to_keep=3",
             "stage2.queue_size=20",
         ],
-        base=from_dict(TuneConfig, TUNE_PRESETS["tiny"]),
     )
-    result = run_stage2(cfg, stage1_checkpoint, "s2", progress=False)
+    result = run_stage2(cfg, stage1_checkpoint, "s2", tiny_dataset)
     assert [h["phase"] for h in result.history] == ["heads", "tune"]
-    assert all("monitor_wknn_k20_top1" in h for h in result.history)
+    assert all("monitor_knn_weighted_k20_top1" in h for h in result.history)
     payload = read(result.checkpoint_file)
     assert payload["kind"] == "stage2"
     assert payload["source"]["checkpoint"] == str(resolve_checkpoint(stage1_checkpoint))
@@ -74,26 +66,23 @@ def test_three_stage_tuning_in_one_job(stage1_checkpoint, tiny_dataset_dir, tmp_
 
 
 @pytest.mark.slow
-def test_stage2_resumes_after_a_worker_failure(stage1_checkpoint, tiny_dataset_dir, tmp_path):
+def test_stage2_resumes_after_a_worker_failure(stage1_checkpoint, tiny_dataset, tmp_path):
     marker = tmp_path / "failed-once"
-    cfg = load_config(
-        TuneConfig,
-        None,
+    cfg = stage2_config(
+        "tiny",
+        tiny_dataset,
+        stage1_checkpoint,
         [
-            f"data.path={tiny_dataset_dir}",
             f"scale.storage_path={tmp_path}",
             "scale.max_failures=1",
             "stage2.epochs=3",
             "stage2.monitor=none",
-            "stage2.fail_at_step=5",
-            f"stage2.fail_marker={marker}",
         ],
-        base=from_dict(TuneConfig, TUNE_PRESETS["tiny"]),
     )
-    result = run_stage2(cfg, stage1_checkpoint, "resume", progress=False)
+    result = run_stage2(cfg, stage1_checkpoint, "resume", tiny_dataset, fault=Fault(5, str(marker)))
     assert marker.exists()
     steps = result.history[0]["steps"]
     assert 3 * steps > 5
-    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    assert [h["epoch"] for h in result.history] == [0, 1, 2], result.history
     assert result.history[-1]["global_step"] == 3 * steps
     assert read(result.checkpoint_file)["epoch"] == 2

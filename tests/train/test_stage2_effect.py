@@ -18,9 +18,9 @@ from stars.data.prepare import write_synthetic
 from stars.data.shards import open_dataset
 from stars.data.synthetic import SyntheticSpec
 from stars.data.transforms import eval_view
-from stars.eval.features import FeatureSet
-from stars.eval.fewshot import fewshot_report
-from stars.eval.knn import knn_top1
+from stars.metrics.feature_set import FeatureSet
+from stars.metrics.fewshot import fewshot_report
+from stars.metrics.knn import knn_top1
 from stars.model.config import preset
 from stars.model.encoder import SkeletonEncoder
 from stars.train.config import OptimConfig, Stage2Config

@@ -5,5 +5,3 @@ Each importer turns its source into *items* (a file, a video, an array row range
 parsing (in parallel where it pays), writes the samples, and accounts for every sample seen:
 written + rejected = seen, in ``report.json``.
 """
-
-FORMATS = ("synthetic", "ntu", "npz", "pku", "nucla", "arrays")

@@ -123,7 +123,7 @@ def test_fuzz_arrays(how):
         path = Path(tmp) / "clip.npy"
         path.write_bytes(mutate(good.read_bytes(), how))
         item = ({"sample_id": "clip", "label": "a"}, str(path), 0, 2, frozenset({"train"}))
-        _check(lambda _: arrays.parse_row(item, num_joints=17), path)
+        _check(lambda _: arrays.parse_row(item, num_joints=17, t_max=300), path)
 
 
 @FUZZ

@@ -132,7 +132,7 @@ def test_arrays_with_split_column_and_bad_rows(tmp_path):
     assert report["seen"] == 13 and report["written"] == 10
     reasons = {r["file"]: r["reason"] for r in report["rejected"]}
     assert reasons["ghost"] == "array file not found"
-    assert reasons["clip10.npy"].startswith("wrong joint count 16")
+    assert reasons["clip10.npy"].startswith("joint count differs from the most common")
     assert reasons["clip11.npy"] == "single-frame sequence"
     ds = open_dataset(tmp_path / "out")
     assert ds.num_joints == 17 and ds.manifest["layout"]["name"] == "generic17"
@@ -154,7 +154,7 @@ def test_arrays_subject_and_stratified_splits(tmp_path):
 
 
 def test_cli_end_to_end(tmp_path, capsys):
-    from stars.data.cli import run
+    from stars.cli.prepare_data import main as run
 
     rc = run(
         [
@@ -171,8 +171,11 @@ def test_cli_end_to_end(tmp_path, capsys):
         ]
     )
     assert rc == 0 and "split fewshot_gallery" in capsys.readouterr().out
-    assert run(["ntu", str(tmp_path / "missing"), "--out", str(tmp_path / "n")]) == 2
-    assert "no .skeleton files" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        run(["ntu", str(tmp_path / "missing"), "--out", str(tmp_path / "n")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prepare_data.py: error:") and "no .skeleton files" in err
     report = json.loads((tmp_path / "s" / "report.json").read_text())
     assert report["seen"] == report["written"] == 9
 

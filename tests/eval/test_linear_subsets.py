@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from stars.eval.cluster import cluster_quality
 from stars.eval.linear import LinearProbeConfig, linear_probe
 from stars.eval.subsets import load_subset, save_subset, stratified_subset
+from stars.metrics.cluster import cluster_quality
 
 
 def test_linear_probe_solves_linearly_separable_features():
@@ -37,8 +37,12 @@ def test_cluster_quality_separates_good_from_random():
     centres = rng.normal(size=(5, 16)) * 5
     good = cluster_quality(centres[labels] + rng.normal(size=(200, 16)), labels)
     bad = cluster_quality(rng.normal(size=(200, 16)), labels)
-    assert good["silhouette"] > 0.5 and good["kmeans_nmi"] > 0.9 and good["kmeans_ari"] > 0.9
-    assert bad["silhouette"] < 0.1 and bad["kmeans_nmi"] < 0.2
+    assert (
+        good["cluster_silhouette"] > 0.5
+        and good["cluster_kmeans_nmi"] > 0.9
+        and good["cluster_kmeans_ari"] > 0.9
+    )
+    assert bad["cluster_silhouette"] < 0.1 and bad["cluster_kmeans_nmi"] < 0.2
 
 
 def test_semi_supervised_subsets_are_stratified_and_order_independent(tmp_path):

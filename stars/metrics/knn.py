@@ -57,8 +57,10 @@ def weighted_knn_report(
     ks: tuple[int, ...] = (10, 20, 40),
     temperature: float = 0.1,
 ) -> dict[str, float]:
-    """``{"knn_top1": ..., "wknn_k10_top1": ..., ...}``: 1-NN and weighted kNN accuracies."""
+    """``{"knn_top1": ..., "knn_weighted_k10_top1": ..., ...}``: 1-NN and weighted kNN."""
     out = {"knn_top1": knn_top1(bank, bank_labels, query, query_labels, 1, None)}
     for k in ks:
-        out[f"wknn_k{k}_top1"] = knn_top1(bank, bank_labels, query, query_labels, k, temperature)
+        out[f"knn_weighted_k{k}_top1"] = knn_top1(
+            bank, bank_labels, query, query_labels, k, temperature
+        )
     return out

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from stars.eval.features import FeatureSet
-from stars.eval.fewshot import classify, draw_episode, fewshot_report, make_episode
+from stars.metrics.feature_set import FeatureSet
+from stars.metrics.fewshot import classify, draw_episode, fewshot_report, make_episode
 
 
 def _clusters(n_classes, per_class, dim=16, spread=0.3, seed=0, offset=0):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stars.eval.features import FeatureSet
+from stars.metrics.feature_set import FeatureSet
 
 DEFAULT_SHOTS = (1, 2, 5, 10)
 

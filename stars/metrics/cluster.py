@@ -32,7 +32,7 @@ def cluster_quality(
     y = labels[rows]
     clusters = KMeans(n_clusters=len(classes), n_init=10, random_state=seed).fit_predict(x)
     return {
-        "silhouette": float(silhouette_score(x, y, metric="cosine")),
-        "kmeans_nmi": float(normalized_mutual_info_score(y, clusters)),
-        "kmeans_ari": float(adjusted_rand_score(y, clusters)),
+        "cluster_silhouette": float(silhouette_score(x, y, metric="cosine")),
+        "cluster_kmeans_nmi": float(normalized_mutual_info_score(y, clusters)),
+        "cluster_kmeans_ari": float(adjusted_rand_score(y, clusters)),
     }

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stars.eval.features import FeatureSet
+from stars.metrics.feature_set import FeatureSet
 
 
 def pyplot():

@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from stars.eval.knn import knn_predict, weighted_knn_report
+from stars.metrics.knn import knn_predict, weighted_knn_report
 
 
 def _brute_force(bank, bank_labels, query, k, temperature, num_classes):
@@ -35,5 +35,10 @@ def test_knn_report_names_and_perfect_case():
     labels = torch.arange(4).repeat_interleave(10)
     bank = centres[labels] + 0.01 * torch.randn(40, 8)
     report = weighted_knn_report(bank, labels, bank + 0.001, labels)
-    assert set(report) == {"knn_top1", "wknn_k10_top1", "wknn_k20_top1", "wknn_k40_top1"}
+    assert set(report) == {
+        "knn_top1",
+        "knn_weighted_k10_top1",
+        "knn_weighted_k20_top1",
+        "knn_weighted_k40_top1",
+    }
     assert report["knn_top1"] == 1.0

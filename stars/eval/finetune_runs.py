@@ -15,7 +15,7 @@ from stars.data.config import DataConfig
 from stars.data.pipeline import build_dataset
 from stars.data.shards import SkeletonDataset
 from stars.eval.config import EvalConfig
-from stars.eval.finetune import finetune_worker, restrict_to
+from stars.eval.finetune import FinetuneJobConfig, finetune_worker, restrict_to
 from stars.eval.subsets import save_subset, stratified_subset
 from stars.train.config import ScaleConfig
 from stars.train.launch import make_trainer, steps_per_epoch
@@ -58,12 +58,11 @@ def run_finetune(
     batch = min(ft.batch_size, max(1, rows // scale.num_workers))
     ft = dataclasses.replace(ft, batch_size=batch)
     dcfg = dataclasses.replace(dcfg, batch_size=batch)
+    job_cfg = FinetuneJobConfig(finetune=ft, data=dcfg, scale=scale)
     trainer = make_trainer(
         finetune_worker,
         {
-            "finetune": to_dict(ft),
-            "data": to_dict(dcfg),
-            "scale": to_dict(scale),
+            "job": to_dict(job_cfg),
             "source": str(job.checkpoint),
             "num_classes": data.num_classes,
             "steps_per_epoch": steps_per_epoch(rows, scale.num_workers, batch),

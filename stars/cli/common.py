@@ -1,0 +1,113 @@
+"""What every command-line job shares: the one error printer, config layers from flags,
+Ray start-up and small table printing."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from stars.errors import StarsError
+from stars.presets import DEFAULT_PRESET, PRESETS
+
+
+def one_line(err: BaseException) -> str:
+    """An error's message on one line (parsers and torch write paragraphs)."""
+    text = " ".join(part.strip() for part in str(err).splitlines() if part.strip())
+    return text or type(err).__name__
+
+
+@contextlib.contextmanager
+def reported(prog: str) -> Iterator[None]:
+    """Turn a user-facing error into ``prog: error: message`` on stderr and exit status 2."""
+    try:
+        yield
+    except (StarsError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as err:
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def add_overrides_argument(
+    parser: argparse.ArgumentParser, flag: str = "--set", dest: str = "overrides", help: str = ""
+) -> None:
+    """A repeatable ``--set KEY=VALUE`` (dotted config override)."""
+    parser.add_argument(
+        flag,
+        dest=dest,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=help or "dotted config override, repeatable",
+    )
+
+
+def add_config_args(parser: argparse.ArgumentParser, config_help: str) -> None:
+    """``--preset``, ``--config`` and ``--set``: defaults < preset < file < --set < flags."""
+    parser.add_argument(
+        "--preset",
+        default=DEFAULT_PRESET,
+        choices=sorted(PRESETS),
+        help=f"named sizes and schedules (default: {DEFAULT_PRESET}, the CPU demo)",
+    )
+    parser.add_argument("--config", help=config_help)
+    add_overrides_argument(parser)
+
+
+def add_tracking_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("MLflow")
+    group.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+    )
+    group.add_argument("--experiment", default=None, help="experiment (default: per dataset)")
+    group.add_argument("--no-tracking", action="store_true", help="run without MLflow")
+
+
+def tracking_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The tracking keys the user gave as flags (a default never counts as given)."""
+    flags: dict[str, Any] = {}
+    if args.tracking_uri is not None:
+        flags["uri"] = args.tracking_uri
+    if args.experiment is not None:
+        flags["experiment"] = args.experiment
+    if args.no_tracking:
+        flags["enabled"] = False
+    return flags
+
+
+def protocol_list(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def init_ray() -> None:
+    """Join the cluster when there is one (``ray job submit`` sets RAY_ADDRESS), else start
+    a local instance."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not ray.is_initialized():
+        ray.init(log_to_driver=True, configure_logging=False)
+    quiet_ray_data()
+
+
+def quiet_ray_data() -> None:
+    """Ray Data's per-operator progress bars flood a terminal; our loops report per epoch."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+
+
+def run_name(prefix: str) -> str:
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def table(rows: list[tuple[str, Any]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

@@ -1,0 +1,151 @@
+"""``jobs/pretrain.py``: the main job (stage 1 -> evaluation -> stage 2 -> evaluation)."""
+
+from __future__ import annotations
+
+import argparse
+
+from stars.cli.common import (
+    add_config_args,
+    add_overrides_argument,
+    add_tracking_args,
+    init_ray,
+    protocol_list,
+    reported,
+    run_name,
+    tracking_flags,
+)
+from stars.config import load_layers, read_sections
+from stars.eval.config import EvalConfig
+from stars.presets import job_preset
+from stars.tracking.config import TrackingConfig
+from stars.train.config import Stage1JobConfig, Stage2JobConfig
+from stars.workflow.config import SECTIONS, MainConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pretrain.py",
+        description="STARS main job: data -> stage 1 (MAMP) -> evaluation -> stage 2 (STARS "
+        "tuning) -> evaluation, tracked in MLflow. Settings: preset < --config file < --set "
+        "< flags.",
+    )
+    add_config_args(
+        parser, "YAML file with sections stage1, stage2, eval, tracking (each optional)"
+    )
+    parser.add_argument("--data", help="dataset directory (default: embedded synthetic data)")
+    parser.add_argument("--name", help="Ray run name prefix (default: generated); re-use resumes")
+    parser.add_argument(
+        "--stage1-only", action="store_true", help="pre-train and evaluate, no stage 2"
+    )
+    parser.add_argument("--from-run", default="", help="tune the stage-1 MLflow run RUN_ID")
+    parser.add_argument(
+        "--protocols",
+        help="evaluation protocols after each stage, comma-separated (default: the feature "
+        "protocols knn,linear,fewshot,cluster,tsne; empty string: none)",
+    )
+    for flag, what in (("--stage2-set", "stage-2"), ("--eval-set", "evaluation")):
+        add_overrides_argument(
+            parser, flag, flag[2:].replace("-", "_"), f"dotted {what} config override, repeatable"
+        )
+    add_tracking_args(parser)
+    return parser
+
+
+def load_layered(args: argparse.Namespace):
+    """The four sections, layered: preset < file section < --set/--stage2-set/--eval-set <
+    flags."""
+    if args.config:
+        read_sections(args.config, SECTIONS)
+    flags = {"data.path": args.data} if args.data else {}
+    stage1 = load_layers(
+        Stage1JobConfig,
+        job_preset(args.preset, "stage1"),
+        args.config,
+        args.overrides,
+        flags,
+        section="stage1",
+    )
+    stage2 = load_layers(
+        Stage2JobConfig,
+        job_preset(args.preset, "stage2"),
+        args.config,
+        args.stage2_set,
+        section="stage2",
+    )
+    eval_flags = {"protocols": protocol_list(args.protocols)} if args.protocols is not None else {}
+    evaluation = load_layers(
+        EvalConfig,
+        job_preset(args.preset, "eval")["eval"],
+        args.config,
+        args.eval_set,
+        eval_flags,
+        section="eval",
+    )
+    tracking = load_layers(
+        TrackingConfig, {}, args.config, (), tracking_flags(args), section="tracking"
+    )
+    return stage1, stage2, evaluation.config, tracking.config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    prog = "pretrain.py"
+    from stars.data.source import pretrain_split, resolve_data
+    from stars.model.checkpoint import encoder_state, read
+    from stars.workflow.config import resolve_main
+    from stars.workflow.main_job import format_summary, run_main
+    from stars.workflow.stages import source_from_run
+    from stars.workflow.tracker import Tracker
+
+    name = args.name or run_name("stars")
+    with reported(prog):
+        stage1, stage2, evaluation, tracking = load_layered(args)
+        data = resolve_data(stage1.config.data)  # a bad --data fails here, before Ray starts
+        tracker = Tracker(
+            tracking, data, pretrain_split(data, stage1.config.data.protocol), args.preset
+        )
+        source, encoder = None, None
+        if args.from_run:
+            source = source_from_run(tracker, args.from_run)
+            encoder = encoder_state(read(source.checkpoint), source.checkpoint)[0]
+        cfg: MainConfig = resolve_main(
+            stage1,
+            stage2,
+            evaluation,
+            tracking,
+            data,
+            encoder,
+            source.checkpoint if source else "",
+        )
+        init_ray()
+        outcomes = run_main(
+            cfg,
+            data,
+            name,
+            preset=args.preset,
+            stage1_only=args.stage1_only,
+            source=source,
+            tracker=tracker,
+        )
+    print()
+    print(format_summary(outcomes))
+    if tracker.enabled:
+        print()
+        print(mlflow_hint(tracker, [o.run_id for o in outcomes if o.run_id]))
+    return 0
+
+
+def mlflow_hint(tracker, run_ids: list[str]) -> str:
+    """How to look at the runs: the UI command for a local store and the compare URL."""
+    from stars.tracking.lineage import compare_url, ui_base
+
+    base = ui_base(tracker.uri)
+    lines = []
+    if not tracker.uri.startswith(("http://", "https://")):
+        lines.append(
+            f"MLflow UI:  mlflow ui --backend-store-uri {tracker.uri} --host 127.0.0.1 --port 5000"
+        )
+    exp = tracker.client.get_experiment_by_name(tracker.experiment)
+    if exp is not None and run_ids:
+        lines.append(f"compare:    {compare_url(base, run_ids, [exp.experiment_id])}")
+    return "\n".join(lines)

@@ -1,0 +1,196 @@
+"""The evaluation protocols, one function each, and the table that names them.
+
+Adding a protocol is one function taking an :class:`EvalContext` plus one :data:`PROTOCOLS`
+entry. Every metric a protocol writes starts with its ``prefix`` (``knn_``, ``linear_``,
+``fewshot_``, ``cluster_``, ...), so names sort together in MLflow and an objective can be
+checked against the protocols that would produce it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from stars.data.config import DataConfig
+    from stars.data.shards import SkeletonDataset
+    from stars.eval.config import EvalConfig
+    from stars.eval.feature_cache import FeatureCache
+    from stars.metrics.feature_set import FeatureSet
+    from stars.train.config import ScaleConfig
+
+
+@dataclass
+class EvalContext:
+    """Everything a protocol reads, and the dicts it writes its results into."""
+
+    checkpoint: Path
+    data: SkeletonDataset
+    cfg: EvalConfig
+    data_cfg: DataConfig
+    scale: ScaleConfig
+    features: FeatureCache
+    out: Path
+    train_split: str
+    test_split: str
+    run_name: str = "eval"
+    label: str = "this encoder"
+    compare: dict[str, FeatureSet] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+    def training_job(self):
+        from stars.eval.finetune_runs import TrainingJob
+
+        return TrainingJob(
+            self.checkpoint,
+            self.data,
+            self.train_split,
+            self.test_split,
+            self.cfg,
+            self.data_cfg,
+            self.scale,
+            self.features.model_cfg.num_frames,
+        )
+
+
+def fewshot_parts(data: SkeletonDataset, test_split: str) -> tuple[str, str | None, str]:
+    """(gallery split, query split or None, description): the dataset's held-out-class
+    split when it has one, else exemplars and queries both from the test split."""
+    fewshot = data.manifest.get("fewshot") or {}
+    if fewshot.get("gallery"):
+        return fewshot["gallery"], fewshot.get("query"), "novel classes"
+    return test_split, None, "test split (classes seen in pre-training)"
+
+
+def run_knn(ctx: EvalContext) -> None:
+    """1-NN (cosine) and weighted kNN of the test split against the training split."""
+    from stars.metrics.knn import weighted_knn_report
+
+    bank, query = ctx.features(ctx.train_split), ctx.features(ctx.test_split)
+    ctx.metrics.update(
+        weighted_knn_report(
+            *bank.tensors(), *query.tensors(), ctx.cfg.knn_ks, ctx.cfg.knn_temperature
+        )
+    )
+
+
+def run_linear(ctx: EvalContext) -> None:
+    """Linear probe on frozen features, with a confusion-matrix picture."""
+    from stars.eval.linear import linear_probe
+    from stars.plots import plot_confusion
+
+    bank, query = ctx.features(ctx.train_split), ctx.features(ctx.test_split)
+    scores, confusion = linear_probe(
+        *bank.tensors(), *query.tensors(), ctx.data.num_classes, ctx.cfg.linear
+    )
+    ctx.metrics.update(scores)
+    path = plot_confusion(confusion, ctx.out / "confusion.png", ctx.data.class_names)
+    ctx.artifacts["confusion"] = str(path)
+
+
+def run_fewshot(ctx: EvalContext) -> None:
+    """n-shot episodes on classes never seen in pre-training (when the dataset has them)."""
+    from stars.metrics.fewshot import fewshot_report
+
+    gallery_split, query_split, source = fewshot_parts(ctx.data, ctx.test_split)
+    gallery = ctx.features(gallery_split)
+    query = ctx.features(query_split) if query_split else None
+    scores, seeds = fewshot_report(
+        gallery, query, ctx.cfg.fewshot_shots, ctx.cfg.fewshot_episodes, ctx.cfg.seed
+    )
+    ctx.metrics.update(scores)
+    ctx.info["fewshot"] = {
+        "gallery": gallery_split,
+        "query": query_split,
+        "source": source,
+        "episode_seeds": seeds,
+    }
+    path = ctx.out / "fewshot_episodes.json"
+    path.write_text(json.dumps(ctx.info["fewshot"], indent=2))
+    ctx.artifacts["fewshot_episodes"] = str(path)
+
+
+def run_cluster(ctx: EvalContext) -> None:
+    """Silhouette (cosine) and k-means NMI / ARI of the test split."""
+    from stars.metrics.cluster import cluster_quality
+
+    test = ctx.features(ctx.test_split)
+    ctx.metrics.update(cluster_quality(test.features, test.labels, ctx.cfg.seed))
+
+
+def run_tsne(ctx: EvalContext) -> None:
+    """t-SNE picture of the test split, beside any ``compare`` encoders."""
+    from stars.plots import plot_tsne
+
+    panels = dict(ctx.compare)
+    panels[ctx.label] = ctx.features(ctx.test_split)
+    cfg = ctx.cfg
+    path = plot_tsne(
+        panels,
+        ctx.out / "tsne.png",
+        ctx.data.class_names,
+        cfg.tsne_classes,
+        cfg.tsne_per_class,
+        cfg.seed,
+    )
+    ctx.artifacts["tsne"] = str(path)
+
+
+def _finetune_as(name: str) -> Callable[[EvalContext], None]:
+    def run(ctx: EvalContext) -> None:
+        from stars.eval.finetune_runs import run_finetune
+
+        scores = run_finetune(ctx.training_job(), f"{ctx.run_name}-{name}")
+        ctx.metrics.update({f"{name}_{k}": v for k, v in scores.items()})
+
+    run.__doc__ = f"Fine-tune the encoder end to end; metrics ``{name}_*``."
+    return run
+
+
+def run_semi(ctx: EvalContext) -> None:
+    """Fine-tune on labelled fractions of the training split, several seeded draws each."""
+    from stars.eval.finetune_runs import run_semi_supervised
+
+    scores, subsets = run_semi_supervised(
+        ctx.training_job(), f"{ctx.run_name}-semi", ctx.out / "semi_subsets"
+    )
+    ctx.metrics.update(scores)
+    ctx.artifacts.update(subsets)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One evaluation protocol. ``kind``: ``features`` protocols read cached encoder features
+    (seconds); ``training`` protocols fine-tune the encoder on Ray Train (minutes to hours)."""
+
+    run: Callable[[EvalContext], None]
+    kind: Literal["features", "training"]
+    prefix: str
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "knn": Protocol(run_knn, "features", "knn_"),
+    "linear": Protocol(run_linear, "features", "linear_"),
+    "fewshot": Protocol(run_fewshot, "features", "fewshot_"),
+    "cluster": Protocol(run_cluster, "features", "cluster_"),
+    "tsne": Protocol(run_tsne, "features", "tsne_"),
+    "finetune": Protocol(_finetune_as("finetune"), "training", "finetune_"),
+    "transfer": Protocol(_finetune_as("transfer"), "training", "transfer_"),
+    "semi": Protocol(run_semi, "training", "semi_"),
+}
+
+FEATURE_PROTOCOLS = tuple(name for name, p in PROTOCOLS.items() if p.kind == "features")
+TRAINING_PROTOCOLS = tuple(name for name, p in PROTOCOLS.items() if p.kind == "training")
+
+
+def protocol_for_metric(metric: str) -> str | None:
+    """The protocol whose metrics include ``metric`` (by prefix), or None."""
+    for name, p in PROTOCOLS.items():
+        if metric.startswith(p.prefix):
+            return name
+    return None

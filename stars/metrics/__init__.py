@@ -1,0 +1,1 @@
+"""Pure measurements on features: kNN, few-shot episodes, cluster quality."""

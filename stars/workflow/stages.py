@@ -1,0 +1,231 @@
+"""A stage as a tracked unit: its MLflow run, training on Ray, evaluation, artifacts and
+lineage. The main job, ``jobs/tune_stage2.py`` and the sweep trials all run stages this way."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from stars.data.config import DataConfig
+from stars.data.shards import SkeletonDataset
+from stars.errors import JobError
+from stars.eval.config import EvalConfig
+from stars.eval.runner import EvalResult, evaluate
+from stars.metrics.feature_set import FeatureSet
+from stars.model.checkpoint import resolve_checkpoint
+from stars.tracking import runs as tr
+from stars.train.config import Stage1JobConfig, Stage2JobConfig
+from stars.train.launch import StageResult, run_stage1, run_stage2
+from stars.train.worker_state import Fault
+from stars.workflow.tracker import Tracker
+
+
+@dataclass
+class StageOutcome:
+    """What a stage left: its MLflow run, selected checkpoint, evaluation metrics."""
+
+    stage: str
+    run_id: str
+    checkpoint: str
+    metrics: dict[str, float]
+    eval: EvalResult | None = None
+    run_name: str = ""
+    result: StageResult | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """The stage-1 checkpoint a stage-2 run starts from, and its MLflow run when known."""
+
+    checkpoint: str
+    run_id: str = ""
+    run_name: str = ""
+
+    @property
+    def short(self) -> str:
+        """How run names refer to it: ``stage1 3f2a`` or the checkpoint's file name."""
+        return f"stage1 {self.run_id[:4]}" if self.run_id else Path(self.checkpoint).name
+
+
+def stage1_run_name(cfg: Stage1JobConfig, dataset: str, preset: str) -> str:
+    m = cfg.model
+    kind = "mamp" if m.target == "motion" else "mae"
+    return (
+        f"stage1 {kind} tau={m.motion_tau:g} mask={m.mask_ratio:g} {dataset}/{preset or 'custom'}"
+    )
+
+
+def stage2_run_name(cfg: Stage2JobConfig, source: Source) -> str:
+    s2 = cfg.stage2
+    return f"stage2 alpha={s2.layer_decay:g} q={s2.queue_size} <- {source.short}"
+
+
+def run_evaluation(
+    checkpoint: str,
+    data: SkeletonDataset,
+    cfg: EvalConfig,
+    out_dir: Path,
+    data_cfg: DataConfig,
+    scale,
+    *,
+    compare: dict[str, FeatureSet] | None = None,
+    label: str,
+    log: Callable[[str], None],
+) -> EvalResult | None:
+    if not cfg.protocols:
+        return None
+    return evaluate(
+        checkpoint,
+        data,
+        cfg,
+        out_dir,
+        data_cfg=data_cfg,
+        scale=scale,
+        compare=compare,
+        run_name=out_dir.parent.name + "-eval",
+        label=label,
+        log=log,
+    )
+
+
+def _active(run: tr.StageRun | None):
+    return run.active() if run else contextlib.nullcontext()
+
+
+def tracked_stage1(
+    cfg: Stage1JobConfig,
+    data: SkeletonDataset,
+    ray_name: str,
+    tracker: Tracker,
+    evaluation: EvalConfig,
+    *,
+    log: Callable[[str], None] = print,
+    fault: Fault | None = None,
+    tags: dict[str, str] | None = None,
+    parent_run_id: str = "",
+) -> StageOutcome:
+    """Pre-train (or resume), evaluate, and record it all in one MLflow run."""
+    run_name = stage1_run_name(cfg, tracker.dataset, tracker.preset)
+    run = tracker.start(
+        cfg.scale.storage_path, ray_name, "stage1", run_name, cfg, tags, parent_run_id
+    )
+    with _active(run):
+        log(f"[stars] stage 1 (MAMP): Ray run {ray_name}")
+        result = run_stage1(cfg, ray_name, data, mlflow_run=tracker.ref(run), fault=fault)
+        ev = run_evaluation(
+            result.checkpoint_file,
+            data,
+            evaluation,
+            Path(result.storage_dir) / "eval",
+            cfg.data,
+            cfg.scale,
+            label="stage 1",
+            log=log,
+        )
+        tracker.finish_stage(run, "stage1", result, ev)
+    return StageOutcome(
+        "stage1",
+        run.run_id if run else "",
+        result.checkpoint_file,
+        ev.metrics if ev else {},
+        ev,
+        run.name if run else "",
+        result,
+    )
+
+
+def tracked_stage2(
+    cfg: Stage2JobConfig,
+    source: Source,
+    data: SkeletonDataset,
+    ray_name: str,
+    tracker: Tracker,
+    evaluation: EvalConfig,
+    *,
+    eval_data: DataConfig | None = None,
+    compare: dict[str, FeatureSet] | None = None,
+    log: Callable[[str], None] = print,
+    fault: Fault | None = None,
+    tags: dict[str, str] | None = None,
+    parent_run_id: str | None = None,
+    run_name: str = "",
+    registry_metric: str = "knn_top1",
+) -> StageOutcome:
+    """Tune from ``source``, evaluate, and record it in one MLflow run nested under the
+    source's run (or ``parent_run_id``, e.g. a sweep), linked to it by ``stars.*`` tags."""
+    all_tags = {tr.SOURCE_CHECKPOINT: source.checkpoint, **(tags or {})}
+    if source.run_id:
+        all_tags[tr.SOURCE_RUN] = source.run_id
+    parent = source.run_id if parent_run_id is None else parent_run_id
+    run = tracker.start(
+        cfg.scale.storage_path,
+        ray_name,
+        "stage2",
+        run_name or stage2_run_name(cfg, source),
+        cfg,
+        all_tags,
+        parent,
+    )
+    with _active(run):
+        log(f"[stars] stage 2 (STARS tuning) from {source.checkpoint}: Ray run {ray_name}")
+        result = run_stage2(
+            cfg, source.checkpoint, ray_name, data, mlflow_run=tracker.ref(run), fault=fault
+        )
+        ev = run_evaluation(
+            result.checkpoint_file,
+            data,
+            evaluation,
+            Path(result.storage_dir) / "eval",
+            eval_data or cfg.data,
+            cfg.scale,
+            compare=compare,
+            label="stage 2",
+            log=log,
+        )
+        lineage = (
+            f"Tuned from stage-1 run `{source.run_name or source.run_id}` ({source.run_id})."
+            if source.run_id
+            else f"Tuned from checkpoint `{source.checkpoint}`."
+        )
+        tracker.finish_stage(
+            run, "stage2", result, ev, lineage=lineage, registry_metric=registry_metric
+        )
+    return StageOutcome(
+        "stage2",
+        run.run_id if run else "",
+        result.checkpoint_file,
+        ev.metrics if ev else {},
+        ev,
+        run.name if run else "",
+        result,
+    )
+
+
+def source_from_run(tracker: Tracker, run_id: str) -> Source:
+    """The stage-1 checkpoint of MLflow run ``run_id`` (its ``stars.checkpoint`` path, or
+    the run's checkpoint artifact when that path is not reachable from here)."""
+    from mlflow.exceptions import MlflowException
+
+    if not tracker.enabled:
+        raise JobError("a source run needs MLflow tracking (drop --no-tracking)")
+    try:
+        run = tracker.client.get_run(run_id)
+    except MlflowException as err:
+        raise JobError(f"no MLflow run {run_id!r} in {tracker.uri} ({err.message})") from None
+    if run.data.tags.get(tr.STAGE) != "stage1":
+        raise JobError(f"MLflow run {run_id} is not a stage-1 run (its stars.stage tag)")
+    path = run.data.tags.get(tr.CHECKPOINT, "")
+    if not (path and Path(path).is_file()):
+        from mlflow.artifacts import download_artifacts
+
+        local = download_artifacts(
+            run_id=run_id, artifact_path="checkpoint", tracking_uri=tracker.uri
+        )
+        path = str(resolve_checkpoint(local))
+    return Source(path, run_id, run.info.run_name or "")
+
+
+def source_from_checkpoint(path: str) -> Source:
+    return Source(str(resolve_checkpoint(path).resolve()))

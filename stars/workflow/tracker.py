@@ -1,0 +1,149 @@
+"""The MLflow side of a job's stage runs: one run per stage, named for what it is, nested
+under its source, resumed when the Ray run is resumed, described, and registered."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from stars.data.shards import SkeletonDataset
+from stars.eval.runner import EvalResult
+from stars.model.checkpoint import CheckpointError, read, resolve_checkpoint
+from stars.tracking import registry
+from stars.tracking import runs as tr
+from stars.tracking.config import TrackingConfig, resolve_uri
+from stars.tracking.epoch_metrics import RunRef
+from stars.train.launch import StageResult
+
+HEADLINE_METRICS = ("knn_top1", "fewshot_1shot_mean", "fewshot_5shot_mean", "linear_top1")
+
+
+def dataset_name(data: SkeletonDataset) -> str:
+    source = data.manifest.get("source") or {}
+    return "synthetic" if source.get("format") == "synthetic" else Path(data.root).name
+
+
+def previous_run_id(storage_path: str, name: str) -> str:
+    """The MLflow run id stored in the latest checkpoint of an existing Ray run ``name``
+    (resuming continues that MLflow run); empty when there is none."""
+    run_dir = Path(storage_path) / name
+    if "://" in storage_path or not run_dir.is_dir():
+        return ""
+    try:
+        payload = read(resolve_checkpoint(run_dir))
+    except CheckpointError:
+        return ""
+    return RunRef.from_dict(payload.get("mlflow_run")).run_id
+
+
+def command_line() -> str:
+    """The command that started this process, as a user would type it."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(".py"):
+        script = Path(argv[0])
+        if script.is_absolute() and script.is_relative_to(Path.cwd()):
+            script = script.relative_to(Path.cwd())
+        argv = ["python", str(script), *argv[1:]]
+    return shlex.join(argv)
+
+
+class Tracker:
+    """MLflow for one job on one dataset (or nothing, when tracking is disabled)."""
+
+    def __init__(self, cfg: TrackingConfig, data: SkeletonDataset, split: str, preset: str = ""):
+        self.enabled = cfg.enabled
+        self.uri = resolve_uri(cfg.uri) if cfg.enabled else ""
+        self.data, self.split, self.preset = data, split, preset
+        self.dataset = dataset_name(data)
+        self.experiment = cfg.experiment or f"stars-{self.dataset}"
+        self.register = cfg.register
+        self.client = tr.client(self.uri) if cfg.enabled else None
+
+    def ref(self, run: tr.StageRun | None) -> RunRef:
+        return RunRef(self.uri, run.run_id) if run else RunRef()
+
+    def start(
+        self,
+        storage: str,
+        ray_name: str,
+        stage: str,
+        run_name: str,
+        cfg: Any,
+        tags: dict[str, str] | None = None,
+        parent_run_id: str = "",
+    ) -> tr.StageRun | None:
+        """The run of a stage: the one a resumed Ray run ``ray_name`` already logs into, or
+        a new one nested under ``parent_run_id``."""
+        if not self.enabled:
+            return None
+        existing = previous_run_id(storage, ray_name)
+        if existing:
+            self.client.update_run(existing, status="RUNNING")
+            return tr.StageRun(self.client, existing)
+        all_tags = {tr.DATA_DIGEST: self.data.digest, **(tags or {})}
+        if self.preset:
+            all_tags[tr.PRESET] = self.preset
+        run = tr.StageRun.create(
+            self.client, self.experiment, run_name, stage, cfg, all_tags, parent_run_id
+        )
+        tr.log_dataset(self.client, run.run_id, self.data, self.split)
+        return run
+
+    def finish_stage(
+        self,
+        run: tr.StageRun | None,
+        stage: str,
+        result: StageResult,
+        evaluation: EvalResult | None,
+        *,
+        lineage: str = "",
+        registry_metric: str = "knn_top1",
+    ) -> None:
+        """Checkpoint and evaluation artifacts, evaluation metrics, the checkpoint tag, the
+        run's description and the registry aliases."""
+        if run is None:
+            return
+        run.log_artifact(result.checkpoint_file, "checkpoint")
+        run.set_tags({tr.CHECKPOINT: result.checkpoint_file})
+        metrics = evaluation.metrics if evaluation else {}
+        if evaluation is not None:
+            run.log_metrics(metrics, step=len(result.history))
+            for path in evaluation.artifacts.values():
+                run.log_artifact(path, "eval")
+        run.describe(describe(stage, lineage, metrics, result.checkpoint_file))
+        if not self.register:
+            return
+        name = registry.registered_name(self.dataset, self.split)
+        uri = f"{run.artifact_uri}/checkpoint"
+        if stage == "stage1":
+            registry.register_encoder(self.client, name, uri, run.run_id, registry.STAGE1_ALIAS)
+        elif stage == "stage2":
+            value = metrics.get(registry_metric)
+            if value is None or registry.alias_beats(
+                self.client, name, registry.STAGE2_ALIAS, registry_metric, value
+            ):
+                registry.register_encoder(self.client, name, uri, run.run_id, registry.STAGE2_ALIAS)
+
+
+def describe(stage: str, lineage: str, metrics: dict[str, float], checkpoint: str) -> str:
+    """Markdown shown as the run's description: lineage, how to reproduce, headline numbers."""
+    title = {
+        "stage1": "Stage 1: MAMP pre-training",
+        "stage2": "Stage 2: STARS contrastive tuning",
+        "baseline": "Baseline: randomly initialised encoder (no training)",
+    }.get(stage, stage)
+    lines = [f"**{title}**", ""]
+    if lineage:
+        lines += [lineage, ""]
+    lines += [
+        f"Reproduce: `{command_line()}` (the resolved config is the `config.yaml` artifact).",
+        "",
+        f"Checkpoint: `{checkpoint}`",
+    ]
+    shown = [(m, metrics[m]) for m in HEADLINE_METRICS if m in metrics]
+    if shown:
+        lines += ["", "| metric | value |", "|---|---|"]
+        lines += [f"| {m} | {v:.4f} |" for m, v in shown]
+    return "\n".join(lines)
