@@ -39,7 +39,7 @@ run: $(STAMP)
 
 # The full suite, slow end-to-end tests included.
 test: $(STAMP)
-	$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest --runslow $(PYTEST_ARGS)
 
 # The quick default suite (slow tests skipped).
 test-fast: $(STAMP)

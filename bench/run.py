@@ -18,10 +18,16 @@ for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(var, "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from bench import data, evaluation, model  # noqa: E402
+from bench import data, evaluation, model, sweep, train_loop  # noqa: E402
 from bench.common import Result  # noqa: E402
 
-SUITES = {**data.BENCHMARKS, **model.BENCHMARKS, **evaluation.BENCHMARKS}
+SUITES = {
+    **data.BENCHMARKS,
+    **model.BENCHMARKS,
+    **evaluation.BENCHMARKS,
+    **train_loop.BENCHMARKS,
+    **sweep.BENCHMARKS,
+}
 
 
 def table(results: list[Result]) -> str:

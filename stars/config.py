@@ -96,6 +96,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
@@ -106,6 +111,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is Path:
         return Path(value)
     return value
+
+
+def coerce_value(value: Any, tp: Any, where: str) -> Any:
+    """``value`` checked against the annotation ``tp`` (ConfigError naming ``where``)."""
+    return _coerce(value, tp, where)
 
 
 def _hints(cls: type) -> dict[str, Any]:

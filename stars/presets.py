@@ -97,7 +97,7 @@ PRESETS: dict[str, Preset] = {
             "min_crop_frames": 16,
             "shuffle_buffer": 32,
             "map_batch_size": 64,
-            "synthetic": {"num_classes": 8, "samples_per_class": 12, "num_base_classes": 6},
+            "synthetic": {"num_classes": 10, "samples_per_class": 12, "num_base_classes": 6},
         },
         stage1={"stage1": {"epochs": 2}, "optim": {"warmup_epochs": 0.5}},
         stage2={"stage2": {"epochs": 2, "queue_size": 64, "predictor_hidden": 64}},

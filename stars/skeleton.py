@@ -1,7 +1,8 @@
 """Joint layouts: names, bone lists and mappings between layouts.
 
-Indices in this module are 0-based; ``protocols.md`` lists them 1-based. Everything downstream
-reads the joint count ``V`` from the data (or the manifest's layout), never from a constant here.
+Indices in this module are 0-based; ``docs/method.md`` and the datasets number joints from 1.
+Everything downstream reads the joint count ``V`` from the data (or the manifest's layout),
+never from a constant here.
 """
 
 from __future__ import annotations

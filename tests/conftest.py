@@ -18,6 +18,76 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\..*")
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--runslow", action="store_true", help="also run the end-to-end tests marked slow"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow tests run only with --runslow, whatever -m selects (a -m expression replaces
+    addopts' own, so a marker filter there would silently bring them back)."""
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow end-to-end test: pass --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """Live (not zombie) descendants of ``root``: pid -> command line, read from /proc."""
+    parent, command = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if fields[0] == "Z":
+                continue
+            parent[int(entry.name)] = int(fields[1])
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            command[int(entry.name)] = cmd.decode(errors="replace").strip()
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = {}, [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, ppid in parent.items():
+            if ppid == pid and child not in found:
+                found[child] = command.get(child, "")
+                frontier.append(child)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind():
+    """After the whole session (its Ray instance shut down last), no process the tests
+    started is alive: Ray nodes, MLflow servers and spawned torch workers are all stopped by
+    the tests themselves. Any survivor is listed, killed, and fails the run."""
+    import signal
+    import time
+
+    before = set(_descendants(os.getpid()))
+    yield
+    deadline = time.time() + 30
+    while True:
+        left = {p: c for p, c in _descendants(os.getpid()).items() if p not in before}
+        if not left or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    if left:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                continue
+        listed = "; ".join(f"{pid} {cmd[:100]}" for pid, cmd in left.items())
+        pytest.fail(f"processes left behind by the tests: {listed}")
+
+
 TINY_SPEC = SyntheticSpec(
     num_classes=12, samples_per_class=12, num_base_classes=8, num_subjects=40, seed=3
 )
@@ -63,6 +133,19 @@ def _shared_data_root() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_fixtures() -> Path:
+    """``../shared/fixtures`` (beside the recordings): reference outputs of released code.
+    Missing fails under CI and skips elsewhere, like the recordings."""
+    root = _shared_data_root().parent / "fixtures"
+    if not (root / "mamp_reference_step.pt").is_file():
+        message = f"reference fixtures not found at {root} (set STARS_SHARED_DATA)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return root
 
 
 @pytest.fixture(scope="session")

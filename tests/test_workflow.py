@@ -16,8 +16,19 @@ import pytest
 
 from stars.cli.lineage import main as lineage_main
 from stars.cli.pretrain import main as pretrain_main
+from stars.cli.stage2 import main as stage2_main
+from stars.model.checkpoint import read
 from stars.tracking import lineage
-from stars.tracking.runs import CHECKPOINT, SOURCE_CHECKPOINT, SOURCE_RUN, STAGE, client
+from stars.tracking.runs import (
+    CHECKPOINT,
+    ERROR,
+    PARENT,
+    SOURCE_CHECKPOINT,
+    SOURCE_RUN,
+    STAGE,
+    client,
+    params_of,
+)
 from stars.workflow.main_job import cached_stage1_features
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -61,6 +72,8 @@ def test_main_job_links_stages_in_mlflow(
     c = client(uri)
     (s1,), (s2,) = _runs(c, "stage1"), _runs(c, "stage2")
     assert s1.info.status == s2.info.status == "FINISHED"
+    (baseline,) = _runs(c, "baseline")  # the random-init control, in the summary too
+    assert "knn_top1" in baseline.data.metrics and "baseline" in printed
     assert s2.data.tags[SOURCE_RUN] == s1.info.run_id
     assert s2.data.tags[SOURCE_CHECKPOINT] == s1.data.tags[CHECKPOINT]
     for run in (s1, s2):
@@ -81,6 +94,14 @@ def test_main_job_links_stages_in_mlflow(
         assert "stars.git_sha" in run.data.tags
     steps = [m.step for m in c.get_metric_history(s1.info.run_id, "loss")]
     assert steps == [0, 1]
+    # The params are exactly what the workers received (the job config in each checkpoint).
+    for run in (s1, s2):
+        assert run.data.params == params_of(read(run.data.tags[CHECKPOINT])["job_config"])
+    assert s2.data.params["data.num_frames"] == "32"
+    assert s2.data.params["data.train_crop"] == "[1.0, 1.0]"
+    assert s2.data.params["data.rotation"] == "0.0"
+    assert s2.data.params["data.batch_size"] == s1.data.params["data.batch_size"]
+    assert s2.data.tags[PARENT] == s1.info.run_id  # nested under its stage-1 run
     # Lineage queries.
     assert [r.info.run_id for r in lineage.descendants(c, s1.info.run_id)] == [s2.info.run_id]
     assert lineage.ancestor(c, s2.info.run_id).info.run_id == s1.info.run_id
@@ -99,6 +120,13 @@ def test_main_job_links_stages_in_mlflow(
         == 0
     )
     assert len(lineage.descendants(c, s1.info.run_id)) == 2
+    # jobs/tune_stage2.py from the same run: its params are what its workers received too.
+    args = ["--from-run", s1.info.run_id, "--preset", "tiny", "--data", str(tiny_dataset_dir)]
+    args += ["--set", f"scale.storage_path={tmp_path / 'runs'}", "--tracking-uri", uri]
+    assert stage2_main([*args, "--set", "stage2.queue_size=24", "--name", "solo"]) == 0
+    solo = [r for r in _runs(c, "stage2") if r.data.params["stage2.queue_size"] == "24"]
+    assert len(solo) == 1 and solo[0].data.tags[PARENT] == s1.info.run_id
+    assert solo[0].data.params == params_of(read(solo[0].data.tags[CHECKPOINT])["job_config"])
     assert cached_stage1_features(s1.data.tags[CHECKPOINT], tiny_dataset, "") is not None
     assert len(_runs(c, "stage1")) == 1
 
@@ -195,3 +223,24 @@ def test_main_job_against_a_real_mlflow_server(ray_local, tiny_dataset_dir, tmp_
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=10)
+
+
+def test_a_crashed_job_prints_the_error_and_the_failure_tail(
+    ray_local, tiny_dataset_dir, tmp_path, capsys
+):
+    """Quiet by default never hides why a job died: a stage-2 worker that fails at start
+    (99 frozen blocks of a 2-block encoder) ends the job with the error, the tail of the
+    worker's traceback and where the logs are; exit status 1; the stage-2 run ends FAILED."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = _job(tiny_dataset_dir, tmp_path, uri, "crash", "--protocols", "")
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain_main([*args, "--stage2-set", "stage2.frozen_blocks=99"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pretrain.py: error: ")
+    assert "last lines of the failure:" in err and "frozen_blocks must be in 0..2" in err
+    assert "full logs:" in err
+    c = client(uri)
+    (failed,) = _runs(c, "stage2")
+    assert failed.info.status == "FAILED"
+    assert "frozen_blocks" in failed.data.tags[ERROR]

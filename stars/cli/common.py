@@ -57,6 +57,14 @@ def add_config_args(parser: argparse.ArgumentParser, config_help: str) -> None:
     add_overrides_argument(parser)
 
 
+def add_verbose_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray's and MLflow's logs live (default: in a log file, path printed once)",
+    )
+
+
 def add_tracking_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("MLflow")
     group.add_argument(
@@ -84,24 +92,21 @@ def protocol_list(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
-def init_ray() -> None:
+def init_ray(verbose: bool = True) -> None:
     """Join the cluster when there is one (``ray job submit`` sets RAY_ADDRESS), else start
-    a local instance."""
+    a local instance. Quiet (``verbose`` False): the workers' own output stays in Ray's
+    session logs instead of streaming to this console."""
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
-        ray.init(log_to_driver=True, configure_logging=False)
+        ray.init(log_to_driver=verbose, configure_logging=False)
+        from stars.cli.console import reroute_after_ray_init
+
+        reroute_after_ray_init()
+    from stars.data.pipeline import quiet_ray_data
+
     quiet_ray_data()
-
-
-def quiet_ray_data() -> None:
-    """Ray Data's per-operator progress bars flood a terminal; our loops report per epoch."""
-    from ray.data import DataContext
-
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
 
 
 def run_name(prefix: str) -> str:

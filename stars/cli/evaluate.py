@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
-from stars.cli.common import add_config_args, init_ray, protocol_list, reported, table
+from stars.cli.common import (
+    add_config_args,
+    add_verbose_arg,
+    init_ray,
+    protocol_list,
+    reported,
+    table,
+)
 from stars.config import load_layers
 from stars.errors import StarsError
 from stars.eval.config import EvalJobConfig
-from stars.eval.protocols import FEATURE_PROTOCOLS, PROTOCOLS
+from stars.eval.protocols import FEATURE_PROTOCOLS, PROTOCOLS, TRAINING_PROTOCOLS
 from stars.presets import job_preset
 
 
@@ -22,8 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--checkpoint",
         required=True,
-        help="checkpoint file, checkpoint dir or run dir (ours), a published file, or 'raw' "
-        "(the raw-pose baseline: centred, resized, flattened coordinates)",
+        help="checkpoint file, checkpoint dir or run dir (ours), a published file, 'raw' "
+        "(the raw-pose baseline: centred, resized, flattened coordinates) or 'random' (a "
+        "seeded, randomly initialised encoder of the --preset's architecture)",
     )
     parser.add_argument("--data", help="dataset directory (default: embedded synthetic data)")
     parser.add_argument(
@@ -34,22 +43,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--protocol", help="the dataset's train/test pair (default: its own)")
     add_config_args(parser, "YAML file of evaluation job keys (data, eval, scale)")
     parser.add_argument("--out", help="results directory (default: eval/ beside the checkpoint)")
+    add_verbose_arg(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "evaluate.py"
+    from stars.cli.console import job_console
     from stars.data.source import resolve_data
-    from stars.eval.feature_cache import RAW_POSE
+    from stars.eval.feature_cache import RAW_POSE, use_in_process
     from stars.eval.resolve import resolve_eval
     from stars.eval.runner import evaluate
-    from stars.model.checkpoint import encoder_state, read, resolve_checkpoint
+    from stars.model.checkpoint import (
+        RANDOM_INIT,
+        encoder_state,
+        read,
+        resolve_checkpoint,
+        write_random_init,
+    )
+    from stars.model.config import preset as preset_model
 
     with reported(prog):
         raw = args.checkpoint == RAW_POSE
-        if raw and not args.out:
-            raise StarsError("--checkpoint raw needs --out DIR")
+        if args.checkpoint in (RAW_POSE, RANDOM_INIT) and not args.out:
+            raise StarsError(f"--checkpoint {args.checkpoint} needs --out DIR")
         flags: dict = {}
         if args.protocols is not None:
             flags["eval.protocols"] = protocol_list(args.protocols)
@@ -60,16 +78,29 @@ def main(argv: list[str] | None = None) -> int:
         layered = load_layers(
             EvalJobConfig, job_preset(args.preset, "eval"), args.config, args.overrides, flags
         )
-        checkpoint = Path(RAW_POSE) if raw else resolve_checkpoint(args.checkpoint)
-        encoder = None if raw else encoder_state(read(checkpoint), checkpoint)[0]
         data = resolve_data(layered.config.data)
+        if args.checkpoint == RANDOM_INIT:  # the preset's architecture, seeded, untrained
+            model = dataclasses.replace(preset_model(args.preset), num_joints=data.num_joints)
+            seed = layered.config.eval.seed
+            checkpoint = write_random_init(model, seed, Path(args.out) / f"random-{args.preset}.pt")
+        else:
+            checkpoint = Path(RAW_POSE) if raw else resolve_checkpoint(args.checkpoint)
+        encoder = None if raw else encoder_state(read(checkpoint), checkpoint)[0]
         cfg = resolve_eval(layered, data, encoder, str(checkpoint))
         out = Path(args.out) if args.out else checkpoint.parent / "eval"
-        if not cfg.eval.in_process and not raw:
-            init_ray()
-        result = evaluate(
-            checkpoint, data, cfg.eval, out, data_cfg=cfg.data, scale=cfg.scale, run_name=out.name
-        )
+        with job_console(prog, out.resolve() / "evaluate.log", args.verbose):
+            trains = set(cfg.eval.protocols) & set(TRAINING_PROTOCOLS)
+            if trains or not use_in_process(cfg.eval, data, encoder, cfg.scale.use_gpu):
+                init_ray(args.verbose)
+            result = evaluate(
+                checkpoint,
+                data,
+                cfg.eval,
+                out,
+                data_cfg=cfg.data,
+                scale=cfg.scale,
+                run_name=out.name,
+            )
     rows = [("checkpoint", str(checkpoint)), ("protocol", result.info["protocol"])]
     rows += [(k, f"{v:.4f}") for k, v in sorted(result.metrics.items())]
     rows += [(f"artifact {k}", v) for k, v in sorted(result.artifacts.items())]

@@ -8,6 +8,7 @@ from stars.cli.common import (
     add_config_args,
     add_overrides_argument,
     add_tracking_args,
+    add_verbose_arg,
     init_ray,
     protocol_list,
     reported,
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
             parser, flag, flag[2:].replace("-", "_"), f"dotted {what} config override, repeatable"
         )
     add_tracking_args(parser)
+    add_verbose_arg(parser)
     return parser
 
 
@@ -90,6 +92,7 @@ def load_layered(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "pretrain.py"
+    from stars.cli.console import job_console
     from stars.data.source import pretrain_split, resolve_data
     from stars.model.checkpoint import encoder_state, read
     from stars.workflow.config import resolve_main
@@ -100,33 +103,36 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or run_name("stars")
     with reported(prog):
         stage1, stage2, evaluation, tracking = load_layered(args)
-        data = resolve_data(stage1.config.data)  # a bad --data fails here, before Ray starts
-        tracker = Tracker(
-            tracking, data, pretrain_split(data, stage1.config.data.protocol), args.preset
-        )
-        source, encoder = None, None
-        if args.from_run:
-            source = source_from_run(tracker, args.from_run)
-            encoder = encoder_state(read(source.checkpoint), source.checkpoint)[0]
-        cfg: MainConfig = resolve_main(
-            stage1,
-            stage2,
-            evaluation,
-            tracking,
-            data,
-            encoder,
-            source.checkpoint if source else "",
-        )
-        init_ray()
-        outcomes = run_main(
-            cfg,
-            data,
-            name,
-            preset=args.preset,
-            stage1_only=args.stage1_only,
-            source=source,
-            tracker=tracker,
-        )
+        log_file = storage_log(stage1.config.scale.storage_path, name)
+        with job_console(prog, log_file, args.verbose):
+            data = resolve_data(stage1.config.data)  # a bad --data fails here, before Ray
+            split = pretrain_split(data, stage1.config.data.protocol)
+            tracker = Tracker(tracking, data, split, args.preset)
+            print(data_line(data, split))
+            source, encoder = None, None
+            if args.from_run:
+                source = source_from_run(tracker, args.from_run)
+                encoder = encoder_state(read(source.checkpoint), source.checkpoint)[0]
+            cfg: MainConfig = resolve_main(
+                stage1,
+                stage2,
+                evaluation,
+                tracking,
+                data,
+                encoder,
+                source.checkpoint if source else "",
+            )
+            init_ray(args.verbose)
+            outcomes = run_main(
+                cfg,
+                data,
+                name,
+                preset=args.preset,
+                stage1_only=args.stage1_only,
+                source=source,
+                tracker=tracker,
+                progress=True,
+            )
     print()
     print(format_summary(outcomes))
     if tracker.enabled:
@@ -135,9 +141,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def storage_log(storage_path: str, name: str):
+    """``<storage>/<name>.log`` for a local storage path (None for a URI: logs stay in Ray's
+    session directory)."""
+    from pathlib import Path
+
+    return None if "://" in storage_path else Path(storage_path).resolve() / f"{name}.log"
+
+
+def data_line(data, split: str) -> str:
+    """One line saying what the job trains on."""
+    from stars.workflow.tracker import dataset_name
+
+    fewshot = (data.manifest.get("fewshot") or {}).get("classes") or []
+    held = f", {len(fewshot)} held out for few-shot" if fewshot else ""
+    return (
+        f"[stars] data: {dataset_name(data)} at {data.root} ({data.num_samples:,} sequences, "
+        f"{data.num_classes} classes{held}, V={data.num_joints}); stage 1 trains on {split} "
+        f"({data.split_size(split):,})"
+    )
+
+
 def mlflow_hint(tracker, run_ids: list[str]) -> str:
     """How to look at the runs: the UI command for a local store and the compare URL."""
-    from stars.tracking.lineage import compare_url, ui_base
+    from stars.tracking.lineage import compare_url, runs_url, ui_base
 
     base = ui_base(tracker.uri)
     lines = []
@@ -146,6 +173,8 @@ def mlflow_hint(tracker, run_ids: list[str]) -> str:
             f"MLflow UI:  mlflow ui --backend-store-uri {tracker.uri} --host 127.0.0.1 --port 5000"
         )
     exp = tracker.client.get_experiment_by_name(tracker.experiment)
+    if exp is not None:
+        lines.append(f"runs:       {runs_url(base, exp.experiment_id)}")
     if exp is not None and run_ids:
         lines.append(f"compare:    {compare_url(base, run_ids, [exp.experiment_id])}")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ from stars.cli.common import (
     add_config_args,
     add_overrides_argument,
     add_tracking_args,
+    add_verbose_arg,
     init_ray,
     protocol_list,
     reported,
@@ -46,12 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_overrides_argument(parser, "--eval-set", "eval_set", "dotted evaluation override")
     add_tracking_args(parser)
+    add_verbose_arg(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "tune_stage2.py"
+    from stars.cli.console import job_console
+    from stars.cli.pretrain import storage_log
     from stars.data.source import pretrain_split, resolve_data
     from stars.model.checkpoint import encoder_state, read
     from stars.train.resolve import resolve_stage2
@@ -72,19 +76,21 @@ def main(argv: list[str] | None = None) -> int:
             {"protocols": protocol_list(args.protocols)},
         ).config
         tracking = load_layers(TrackingConfig, {}, None, (), tracking_flags(args)).config
-        data = resolve_data(layered.config.data)
-        tracker = Tracker(
-            tracking, data, pretrain_split(data, layered.config.data.protocol), args.preset
-        )
-        source = (
-            source_from_run(tracker, args.from_run)
-            if args.from_run
-            else source_from_checkpoint(args.source)
-        )
-        encoder = encoder_state(read(source.checkpoint), source.checkpoint)[0]
-        cfg = resolve_stage2(layered, data, encoder, source.checkpoint)
-        init_ray()
-        outcome = tracked_stage2(cfg, source, data, name, tracker, evaluation)
+        log_file = storage_log(layered.config.scale.storage_path, name)
+        with job_console(prog, log_file, args.verbose):
+            data = resolve_data(layered.config.data)
+            tracker = Tracker(
+                tracking, data, pretrain_split(data, layered.config.data.protocol), args.preset
+            )
+            source = (
+                source_from_run(tracker, args.from_run)
+                if args.from_run
+                else source_from_checkpoint(args.source)
+            )
+            encoder = encoder_state(read(source.checkpoint), source.checkpoint)[0]
+            cfg = resolve_stage2(layered, data, encoder, source.checkpoint)
+            init_ray(args.verbose)
+            outcome = tracked_stage2(cfg, source, data, name, tracker, evaluation, progress=True)
     history = outcome.result.history if outcome.result else []
     last = history[-1] if history else {}
     rows = [

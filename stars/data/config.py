@@ -18,7 +18,7 @@ class SyntheticConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Input pipeline (MAMP defaults, protocols.md §4).
+    """Input pipeline (MAMP defaults, docs/method.md §4).
 
     Attributes:
         path: dataset directory (``manifest.json`` + shards); empty means the embedded
@@ -34,6 +34,9 @@ class DataConfig:
         map_batch_size: rows per Ray Data transform task.
         seed: fixes the training augmentation per sample batch (tests, debugging); None draws
             fresh randomness each pass, as training wants.
+        in_memory: training workers keep their share of the rows in memory and make the
+            random views themselves (true), or Ray Data streams and transforms them every
+            epoch (false); unset: in memory when a worker's share fits 2 GiB.
     """
 
     path: str = ""
@@ -47,6 +50,7 @@ class DataConfig:
     shuffle_buffer: int = 512
     map_batch_size: int = 256
     seed: int | None = None
+    in_memory: bool | None = None
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def __post_init__(self) -> None:

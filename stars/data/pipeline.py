@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import pyarrow as pa
 
 from stars.data import transforms
 from stars.data.config import DataConfig
@@ -84,6 +85,25 @@ def transform_batch(
     return {"x": x, "label": batch["label"][keep].astype(np.int64), "sample_index": index}
 
 
+def tensor_column(x: np.ndarray) -> pa.Array:
+    """(B, ...) float32 -> Arrow's ``fixed_shape_tensor`` column, empty batches included
+    (Ray Data stores it natively instead of pickling ndarray cells)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    width = int(np.prod(x.shape[1:]))
+    storage = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), width)
+    return pa.ExtensionArray.from_storage(
+        pa.fixed_shape_tensor(pa.float32(), list(x.shape[1:])), storage
+    )
+
+
+def transform_block(batch: dict[str, np.ndarray], **kwargs: Any) -> pa.Table:
+    """:func:`transform_batch` as an Arrow table (what the Ray Data pipeline emits)."""
+    out = transform_batch(batch, **kwargs)
+    return pa.table(
+        {"x": tensor_column(out["x"]), "label": out["label"], "sample_index": out["sample_index"]}
+    )
+
+
 def build_dataset(
     data: SkeletonDataset,
     split: str | None,
@@ -105,10 +125,111 @@ def build_dataset(
     bit = data.split_bit(split) if split is not None else None
     ds = ray.data.read_parquet(data.shard_paths, shuffle="files" if mode == "train" else None)
     ds = ds.select_columns(READ_COLUMNS)
-    fn = functools.partial(transform_batch, split_bit=bit, mode=mode, cfg=cfg, holdout=holdout)
+    fn = functools.partial(transform_block, split_bit=bit, mode=mode, cfg=cfg, holdout=holdout)
     return ds.map_batches(
         fn, batch_format="numpy", batch_size=cfg.map_batch_size, zero_copy_batch=True, **map_kwargs
     )
+
+
+def select_block(
+    batch: dict[str, np.ndarray], *, split_bit: int | None, holdout: str = "all"
+) -> pa.Table:
+    """The stored rows of one split, untransformed (the in-memory training path's input)."""
+    keep = np.ones(len(batch["sample_index"]), dtype=bool)
+    if split_bit is not None:
+        keep &= (batch["split_mask"] & (1 << split_bit)) != 0
+    if holdout != "all":
+        held = batch["sample_index"] % HOLDOUT_MODULUS == 0
+        keep &= held if holdout == "query" else ~held
+    return pa.table(
+        {
+            JOINTS: tensor_column(batch[JOINTS][keep]),
+            "num_frames": batch["num_frames"][keep].astype(np.int64),
+            "label": batch["label"][keep].astype(np.int64),
+            "sample_index": batch["sample_index"][keep].astype(np.int64),
+        }
+    )
+
+
+def build_base_dataset(data: SkeletonDataset, split: str | None) -> ray.data.Dataset:
+    """Lazy Ray Dataset of one split's stored rows, not transformed: a worker reads its
+    shard once and applies the random training views itself each epoch
+    (:class:`InMemoryTrainSet`)."""
+    import ray.data
+
+    bit = data.split_bit(split) if split is not None else None
+    ds = ray.data.read_parquet(data.shard_paths).select_columns(READ_COLUMNS)
+    return ds.map_batches(
+        functools.partial(select_block, split_bit=bit), batch_format="numpy", zero_copy_batch=True
+    )
+
+
+# A worker keeps its shard in memory when it fits this budget (per worker); larger datasets
+# stream through Ray Data every epoch.
+IN_MEMORY_MAX_BYTES = 2 << 30
+
+
+def fits_in_memory(data: SkeletonDataset, split: str, cfg: DataConfig, workers: int) -> bool:
+    """``data.in_memory``, or (unset) whether a worker's share of ``split`` fits the budget."""
+    if cfg.in_memory is not None:
+        return cfg.in_memory
+    row = data.t_max * data.num_bodies * data.num_joints * 3 * 4
+    return data.split_size(split) * row / max(workers, 1) <= IN_MEMORY_MAX_BYTES
+
+
+class InMemoryTrainSet:
+    """A worker's training rows, read from its Ray Data shard once; every epoch is a fresh
+    permutation (seeded by ``data.seed``, the epoch and the rank when a seed is set) whose
+    batches get the random training views here, vectorised over the batch. Saves the per-epoch
+    pipeline start-up that dominates small datasets. The last partial batch is dropped, as on
+    the streaming path, so every rank takes the same number of steps."""
+
+    def __init__(self, shard: Any, cfg: DataConfig, rank: int):
+        self.shard, self.cfg, self.rank = shard, cfg, rank
+        self.rows: dict[str, np.ndarray] | None = None
+
+    def load(self) -> dict[str, np.ndarray]:
+        if self.rows is None:
+            parts = [b for b in self.shard.iter_batches(batch_format="numpy", batch_size=4096)]
+            parts = [b for b in parts if len(b["label"])]
+            if not parts:
+                raise ValueError(f"rank {self.rank} received no training rows")
+            self.rows = {k: np.concatenate([b[k] for b in parts]) for k in parts[0]}
+        return self.rows
+
+    def epoch(self, epoch: int, device: Any = "cpu") -> Iterator[dict[str, torch.Tensor]]:
+        import torch
+
+        rows, cfg = self.load(), self.cfg
+        seed = None if cfg.seed is None else [cfg.seed, epoch, self.rank]
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(rows["label"]))
+        for lo in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
+            idx = order[lo : lo + cfg.batch_size]
+            x = transforms.train_view(
+                rows[JOINTS][idx],
+                rows["num_frames"][idx],
+                rng,
+                out_frames=cfg.num_frames,
+                ratio=cfg.train_crop,
+                min_frames=cfg.min_crop_frames,
+                max_angle=cfg.rotation,
+            )
+            yield {
+                "x": torch.from_numpy(x).to(device),
+                "label": torch.from_numpy(rows["label"][idx]).to(device),
+                "sample_index": torch.from_numpy(rows["sample_index"][idx]).to(device),
+            }
+
+
+class StreamingTrainSet:
+    """The streaming path: Ray Data transforms every epoch (:func:`iter_worker_batches`)."""
+
+    def __init__(self, shard: Any, cfg: DataConfig):
+        self.shard, self.cfg = shard, cfg
+
+    def epoch(self, epoch: int, device: Any = "cpu") -> Iterator[dict[str, torch.Tensor]]:
+        return iter_worker_batches(self.shard, self.cfg, "train", device)
 
 
 def iter_worker_batches(
@@ -130,3 +251,13 @@ def iter_worker_batches(
         local_shuffle_buffer_size=cfg.shuffle_buffer if train and cfg.shuffle_buffer else None,
         local_shuffle_seed=cfg.seed if train else None,
     )
+
+
+def quiet_ray_data() -> None:
+    """No per-operator progress bars or execution banners from Ray Data in this process: the
+    training loops and jobs report progress themselves."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False

@@ -84,7 +84,7 @@ def ensure_synthetic(cfg: SyntheticConfig, progress: bool = True) -> Path:
     """
     spec = synthetic_spec(cfg)
     key = hashlib.sha256(json.dumps(dataset_info(spec)["source"], sort_keys=True).encode())
-    final = Path(cfg.cache_dir) / f"synthetic-{key.hexdigest()[:12]}"
+    final = Path(cfg.cache_dir).resolve() / f"synthetic-{key.hexdigest()[:12]}"
     if (final / MANIFEST_NAME).exists():
         open_dataset(final)
         return final

@@ -109,6 +109,20 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+INT32_MAX = 2**31 - 1  # subject, view, setup and replication are stored as int32
+
+
+def read_text_input(path: str | Path, what: str) -> str:
+    """A whole-input text file (an index, a split list, an exclusion list) as UTF-8; a
+    problem is one DataError naming the file and what it is."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{what} {path} is not UTF-8 text (byte {err.start})") from None
+    except OSError as err:
+        raise DataError(f"cannot read {what} {path}: {err.strerror or err}") from None
+
+
 @dataclass
 class Sample:
     """One sequence on its way into a shard.
@@ -164,8 +178,17 @@ def check_sample(
     present = np.abs(x).reshape(frames, bodies, -1).max(axis=(0, 2)) > 0
     if not present.any():
         raise SampleError(sid, "all joints are zero")
-    if not 0 <= int(sample.label) < num_classes:
-        raise SampleError(sid, f"label {sample.label} outside 0..{num_classes - 1}")
+    label = sample.label
+    if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
+        raise SampleError(sid, f"label {label!r} is not an integer class index")
+    if not 0 <= int(label) < num_classes:
+        raise SampleError(sid, f"label {label} outside 0..{num_classes - 1}")
+    for name in ("subject", "view", "setup", "replication"):
+        value = getattr(sample, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise SampleError(sid, f"{name} {value!r} is not an integer")
+        if not 0 <= int(value) <= INT32_MAX:
+            raise SampleError(sid, f"{name} {value} outside 0..{INT32_MAX}")
     out = np.zeros((t_max, num_bodies, num_joints, 3), np.float32)
     out[:frames, :bodies] = x
     return out, frames, int(present.sum())

@@ -34,7 +34,7 @@ from stars.data.shards import Sample
 from stars.data.transforms import rotate, rotation_matrices
 from stars.skeleton import NTU25, NTU25_BONES_ANATOMICAL
 
-# NTU-60 cross-subject training subjects (protocols.md §3); subjects here run 1..num_subjects.
+# NTU-60 cross-subject training subjects (docs/method.md §3); subjects here run 1..num_subjects.
 NTU60_XSUB_TRAIN = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38)
 XVIEW_TRAIN_VIEWS = (2, 3)
 VIEW_YAW = np.array([np.nan, -45.0, 0.0, 45.0])  # degrees, indexed by view id 1..3

@@ -31,8 +31,13 @@ class EvalConfig:
         tsne_classes, tsne_per_class: t-SNE sample (15 classes x 100 in the paper).
         feature_actors: encoder replicas of the Ray Data feature extraction.
         feature_precision: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` or ``fp32``.
-        in_process: extract features in the driver process instead of a Ray actor pool.
+        in_process: extract features in this process (true) or a Ray Data actor pool (false);
+            unset: in process when the data and encoder are small
+            (:func:`stars.eval.feature_cache.use_in_process`).
         eval_every: test the fine-tuned model every this many epochs (and at the end).
+        validation: also report metrics to select hyper-parameters on, never on the test
+            split: ``fewshot_val_*`` (half of the novel classes; ``fewshot_test_*`` the other
+            half) and ``knn_val_top1`` (a held-out tenth of the training split).
     """
 
     protocols: tuple[str, ...] = field(default_factory=_default_protocols)
@@ -51,8 +56,9 @@ class EvalConfig:
     feature_actors: int = 1
     feature_batch_size: int = 256
     feature_precision: Literal["auto", "bf16", "fp32"] = "auto"
-    in_process: bool = False
+    in_process: bool | None = None
     eval_every: int = 10
+    validation: bool = False
 
     def __post_init__(self) -> None:
         from stars.eval.protocols import PROTOCOLS

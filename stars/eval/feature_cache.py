@@ -17,6 +17,23 @@ from stars.model.checkpoint import encoder_state, load_encoder, read
 
 RAW_POSE = "raw"  # as a checkpoint: the raw-pose baseline (no encoder) through the same protocols
 RAW_POSE_FRAMES = 64
+# Below these sizes the driver encodes a dataset in seconds, while a Ray Data actor pool costs
+# its fixed start-up (~5 s): evaluation picks the in-process path on its own.
+IN_PROCESS_MAX_SAMPLES = 20_000
+IN_PROCESS_MAX_WIDTH = 512  # encoder dim x depth (the `small` preset: 64 x 4)
+
+
+def use_in_process(
+    cfg: EvalConfig, data: SkeletonDataset, model_cfg, use_gpu: bool = False
+) -> bool:
+    """Whether features are extracted in this process (``eval.in_process``, or chosen by
+    size when it is unset: small datasets and encoders, no GPU asked for)."""
+    if cfg.in_process is not None:
+        return cfg.in_process
+    if model_cfg is None:  # the raw-pose baseline needs no encoder
+        return True
+    small_model = model_cfg.dim * model_cfg.depth <= IN_PROCESS_MAX_WIDTH
+    return not use_gpu and small_model and data.num_samples <= IN_PROCESS_MAX_SAMPLES
 
 
 class FeatureCache:
@@ -54,7 +71,7 @@ class FeatureCache:
                 a["label"].astype(np.int64),
                 a["sample_index"].astype(np.int64),
             )
-        elif self.cfg.in_process:
+        elif use_in_process(self.cfg, self.data, self.model_cfg, self.use_gpu):
             if self._encoder is None:
                 self._encoder = load_encoder(self.checkpoint)
             fs = encode_split(self._encoder, self.data, split, self.data_cfg)

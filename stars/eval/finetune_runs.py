@@ -12,13 +12,13 @@ import numpy as np
 
 from stars.config import to_dict
 from stars.data.config import DataConfig
-from stars.data.pipeline import build_dataset
+from stars.data.pipeline import build_dataset, fits_in_memory
 from stars.data.shards import SkeletonDataset
 from stars.eval.config import EvalConfig
 from stars.eval.finetune import FinetuneJobConfig, finetune_worker, restrict_to
 from stars.eval.subsets import save_subset, stratified_subset
 from stars.train.config import ScaleConfig
-from stars.train.launch import make_trainer, steps_per_epoch
+from stars.train.launch import make_trainer, steps_per_epoch, train_dataset
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ def run_finetune(
     data, scale = job.data, job.scale
     ft = job.cfg.finetune if seed is None else dataclasses.replace(job.cfg.finetune, seed=seed)
     dcfg = dataclasses.replace(job.data_cfg, num_frames=job.num_frames, batch_size=ft.batch_size)
-    train = build_dataset(data, job.train_split, "train", dcfg)
+    in_memory = fits_in_memory(data, job.train_split, dcfg, scale.num_workers)
+    train = train_dataset(data, job.train_split, dcfg, in_memory)
     rows = data.split_size(job.train_split)
     if subset is not None:
         train = train.map_batches(
@@ -66,9 +67,10 @@ def run_finetune(
             "source": str(job.checkpoint),
             "num_classes": data.num_classes,
             "steps_per_epoch": steps_per_epoch(rows, scale.num_workers, batch),
+            "train_in_memory": in_memory,
             "eval_every": job.cfg.eval_every,
         },
-        dataclasses.replace(scale, num_to_keep=1),
+        scale,
         name,
         {"train": train, "test": build_dataset(data, job.test_split, "eval", dcfg)},
         split_only=["train"],

@@ -1,4 +1,4 @@
-"""Linear probe on frozen, cached features (protocols.md §8).
+"""Linear probe on frozen, cached features (docs/method.md §8).
 
 BatchNorm1d(affine=False) then Linear, SGD (momentum 0.9), lr 0.1 with a cosine schedule to
 0, 100 epochs, batch 256. On cached features this takes seconds rather than the hours of

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 if TYPE_CHECKING:
     from stars.data.config import DataConfig
     from stars.data.shards import SkeletonDataset
@@ -77,6 +79,13 @@ def run_knn(ctx: EvalContext) -> None:
             *bank.tensors(), *query.tensors(), ctx.cfg.knn_ks, ctx.cfg.knn_temperature
         )
     )
+    if ctx.cfg.validation:
+        from stars.data.pipeline import HOLDOUT_MODULUS
+        from stars.metrics.knn import knn_top1
+
+        held = bank.sample_index % HOLDOUT_MODULUS == 0
+        val_bank, val_query = bank.subset(np.flatnonzero(~held)), bank.subset(np.flatnonzero(held))
+        ctx.metrics["knn_val_top1"] = knn_top1(*val_bank.tensors(), *val_query.tensors())
 
 
 def run_linear(ctx: EvalContext) -> None:
@@ -104,6 +113,14 @@ def run_fewshot(ctx: EvalContext) -> None:
         gallery, query, ctx.cfg.fewshot_shots, ctx.cfg.fewshot_episodes, ctx.cfg.seed
     )
     ctx.metrics.update(scores)
+    if ctx.cfg.validation:
+        from stars.metrics.fewshot import fewshot_split_report
+
+        ctx.metrics.update(
+            fewshot_split_report(
+                gallery, query, ctx.cfg.fewshot_shots, ctx.cfg.fewshot_episodes, ctx.cfg.seed
+            )
+        )
     ctx.info["fewshot"] = {
         "gallery": gallery_split,
         "query": query_split,

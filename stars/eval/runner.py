@@ -108,8 +108,10 @@ def evaluate(
         start = time.perf_counter()
         proto.run(ctx)
         timings[name] = round(time.perf_counter() - start, 2)
-        log(f"[eval] {name}: {timings[name]:.1f} s")
     ctx.info["timings_s"] = timings
+    if timings:
+        parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items())
+        log(f"[eval] {label}: {parts}")
     path = out / RESULTS_FILE
     path.write_text(json.dumps({"metrics": ctx.metrics, **ctx.info}, indent=2, sort_keys=True))
     ctx.artifacts["results"] = str(path)

@@ -1,4 +1,4 @@
-"""Few-shot recognition of classes never seen in pre-training (protocols.md §8, issue #6).
+"""Few-shot recognition of classes never seen in pre-training (docs/method.md §3, §8).
 
 An episode with seed s and n shots draws n exemplars per class from the gallery part and
 classifies every query by cosine similarity: by an n-nearest-neighbour vote over the exemplars
@@ -101,11 +101,12 @@ def fewshot_report(
     shots: tuple[int, ...] = DEFAULT_SHOTS,
     episodes: int = 10,
     seed: int = 0,
+    prefix: str = "fewshot",
 ) -> tuple[dict[str, float], dict[str, list[int]]]:
     """Mean and std over ``episodes`` episodes per n.
 
-    Returns ``({"fewshot_{n}shot_mean", "fewshot_{n}shot_std", "fewshot_{n}shot_mean_classmean",
-    ...}, {"{n}": [episode seeds]})``.
+    Returns ``({"{prefix}_{n}shot_mean", "{prefix}_{n}shot_std",
+    "{prefix}_{n}shot_classmean_mean", ...}, {"{n}": [episode seeds]})``.
     """
     metrics: dict[str, float] = {}
     seeds: dict[str, list[int]] = {}
@@ -114,9 +115,52 @@ def fewshot_report(
         accs = np.array(
             [run_episode(gallery, query, make_episode(gallery, query, n, s)) for s in ep_seeds]
         )
-        metrics[f"fewshot_{n}shot_mean"] = float(accs[:, 0].mean())
-        metrics[f"fewshot_{n}shot_std"] = float(accs[:, 0].std())
-        metrics[f"fewshot_{n}shot_classmean_mean"] = float(accs[:, 1].mean())
-        metrics[f"fewshot_{n}shot_classmean_std"] = float(accs[:, 1].std())
+        metrics[f"{prefix}_{n}shot_mean"] = float(accs[:, 0].mean())
+        metrics[f"{prefix}_{n}shot_std"] = float(accs[:, 0].std())
+        metrics[f"{prefix}_{n}shot_classmean_mean"] = float(accs[:, 1].mean())
+        metrics[f"{prefix}_{n}shot_classmean_std"] = float(accs[:, 1].std())
         seeds[str(n)] = ep_seeds
     return metrics, seeds
+
+
+def validation_classes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split the novel classes in two disjoint halves: (validation, test).
+
+    Alternate classes in sorted order go to each half, so both halves span the class range.
+    Hyper-parameters are chosen on the validation half; the test half is reported only.
+    """
+    classes = np.unique(labels)
+    if len(classes) < 4:
+        raise ValueError(
+            f"splitting few-shot classes into validation and test needs >= 4, got {len(classes)}"
+        )
+    return classes[0::2], classes[1::2]
+
+
+def restrict(fs: FeatureSet | None, classes: np.ndarray) -> FeatureSet | None:
+    """The rows of ``fs`` whose label is in ``classes``."""
+    return None if fs is None else fs.subset(np.flatnonzero(np.isin(fs.labels, classes)))
+
+
+def fewshot_split_report(
+    gallery: FeatureSet,
+    query: FeatureSet | None,
+    shots: tuple[int, ...] = DEFAULT_SHOTS,
+    episodes: int = 10,
+    seed: int = 0,
+) -> dict[str, float]:
+    """``fewshot_val_*`` on the validation half of the novel classes and ``fewshot_test_*``
+    on the test half (:func:`validation_classes`)."""
+    val, test = validation_classes(gallery.labels)
+    metrics: dict[str, float] = {}
+    for name, classes in (("val", val), ("test", test)):
+        part, _ = fewshot_report(
+            restrict(gallery, classes),
+            restrict(query, classes),
+            shots,
+            episodes,
+            seed,
+            prefix=f"fewshot_{name}",
+        )
+        metrics.update(part)
+    return metrics

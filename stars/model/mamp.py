@@ -1,4 +1,4 @@
-"""MAMP: masked motion prediction with motion-aware masking (protocols.md §5-6).
+"""MAMP: masked motion prediction with motion-aware masking (docs/method.md §5-6).
 
 Reads top to bottom as the method does: patchify -> mask -> encode the visible tokens ->
 decode all tokens (mask tokens filled in) -> predict each token's l x 3 target values ->

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from stars.tracking.runs import SOURCE_RUN, STAGE
+from stars.tracking.runs import SOURCE_RUN, STAGE, SWEEP
 
 
 @dataclass
@@ -59,20 +59,35 @@ def best_descendant(
 
 
 def lineage_tree(mlflow_client, experiment_ids: list[str] | None = None) -> list[LineageNode]:
-    """Every stage-1 run with its tuned descendants (stage-2 runs whose source is unknown to
-    these experiments are listed as roots of their own)."""
+    """Every stage-1 run with its tuned descendants; the trials of a sweep are grouped under
+    a node of their sweep run. Stage-2 runs whose source is unknown to these experiments are
+    listed as roots of their own."""
     exps = _experiments(mlflow_client, experiment_ids)
-    stage1 = mlflow_client.search_runs(
-        exps, filter_string=f"tags.`{STAGE}` = 'stage1'", order_by=["attributes.start_time ASC"]
-    )
-    stage2 = mlflow_client.search_runs(
-        exps, filter_string=f"tags.`{STAGE}` = 'stage2'", order_by=["attributes.start_time ASC"]
-    )
-    roots = {r.info.run_id: LineageNode(r) for r in stage1}
-    orphans = []
-    for run in stage2:
+
+    def runs_of(stage: str) -> list:
+        return list(
+            mlflow_client.search_runs(
+                exps,
+                filter_string=f"tags.`{STAGE}` = '{stage}'",
+                order_by=["attributes.start_time ASC"],
+                max_results=10000,
+            )
+        )
+
+    sweeps = {r.data.tags.get(SWEEP, ""): r for r in runs_of("sweep")}
+    roots = {r.info.run_id: LineageNode(r) for r in runs_of("stage1")}
+    orphans: list[LineageNode] = []
+    for run in runs_of("stage2"):
         parent = roots.get(run.data.tags.get(SOURCE_RUN, ""))
-        (parent.children if parent else orphans).append(LineageNode(run))
+        siblings = parent.children if parent else orphans
+        sweep = run.data.tags.get(SWEEP, "")
+        if sweep in sweeps:
+            group = next((n for n in siblings if n.run is sweeps[sweep]), None)
+            if group is None:
+                group = LineageNode(sweeps[sweep])
+                siblings.append(group)
+            siblings = group.children
+        siblings.append(LineageNode(run))
     return [*roots.values(), *orphans]
 
 
@@ -80,22 +95,41 @@ def format_tree(
     nodes: list[LineageNode],
     metrics: tuple[str, ...] = ("knn_top1", "fewshot_1shot_mean", "fewshot_5shot_mean"),
 ) -> str:
-    """Text tree: each stage-1 run, its tuned descendants indented, with ``metrics``."""
+    """Text tree: each stage-1 run, its tuned descendants (and sweeps) indented, with
+    ``metrics``."""
 
     def line(node: LineageNode, indent: str) -> str:
         run = node.run
-        values = "  ".join(
-            f"{m}={run.data.metrics[m]:.4f}" if m in run.data.metrics else f"{m}=-" for m in metrics
-        )
         stage = run.data.tags.get(STAGE, "?")
+        shown = metrics
+        if stage == "sweep":
+            shown = tuple(m for m in run.data.metrics if m.startswith(("best_", "trials_")))
+        values = "  ".join(
+            f"{m}={run.data.metrics[m]:.4g}" if m in run.data.metrics else f"{m}=-" for m in shown
+        )
         name = run.info.run_name or ""
         return f"{indent}{stage} {run.info.run_id} {name} [{run.info.status}]  {values}"
 
-    lines = []
+    lines: list[str] = []
+
+    def walk(node: LineageNode, depth: int) -> None:
+        lines.append(line(node, "     " * (depth - 1) + "  └─ " if depth else ""))
+        for child in node.children:
+            walk(child, depth + 1)
+
     for node in nodes:
-        lines.append(line(node, ""))
-        lines += [line(child, "  └─ ") for child in node.children]
+        walk(node, 0)
     return "\n".join(lines) if lines else "(no STARS runs)"
+
+
+def tuned_runs(node: LineageNode) -> list:
+    """The stage-2 runs under ``node``, through any sweep groups."""
+    out = []
+    for child in node.children:
+        if child.run.data.tags.get(STAGE) == "stage2":
+            out.append(child.run)
+        out += tuned_runs(child)
+    return out
 
 
 def plot_comparison(
@@ -114,7 +148,7 @@ def plot_comparison(
     for ax, metric in zip(axes[0], metrics, strict=True):
         labels, values, colours = [], [], []
         for node in families:
-            for i, run in enumerate([node.run, *(c.run for c in node.children)]):
+            for i, run in enumerate([node.run, *tuned_runs(node)]):
                 labels.append(f"{run.info.run_name or run.info.run_id[:8]}")
                 values.append(run.data.metrics.get(metric, float("nan")))
                 colours.append("tab:gray" if i == 0 else "tab:blue")
@@ -141,4 +175,14 @@ def compare_url(base: str, run_ids: list[str], experiment_ids: list[str]) -> str
 
     runs = quote(json.dumps(run_ids, separators=(",", ":")))
     exps = quote(json.dumps(sorted(set(experiment_ids)), separators=(",", ":")))
-    return f"{base}/#/compare-runs?runs={runs}&experiments={exps}"
+    return f"{base}/#/compare-runs?runs={runs}&experiments={exps}&{TRAINING_VIEW}"
+
+
+# MLflow 3's UI opens in its GenAI view unless told otherwise (the experiment tag alone is
+# overridden by the UI's own toggle): links say which view to open.
+TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def runs_url(base: str, experiment_id: str) -> str:
+    """The experiment's runs table (stage-1 runs with their tuned runs nested under them)."""
+    return f"{base}/#/experiments/{experiment_id}/runs?{TRAINING_VIEW}"

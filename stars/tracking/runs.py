@@ -14,13 +14,15 @@ from stars.config import dump_yaml, flatten
 
 MAX_PARAM_CHARS = 500  # long values are truncated in params; the YAML artifact has them whole
 
-# Lineage tags (issue #7).
+# Lineage tags.
 STAGE = "stars.stage"
 CHECKPOINT = "stars.checkpoint"
 SOURCE_RUN = "stars.source_run_id"
 SOURCE_CHECKPOINT = "stars.source_checkpoint"
 SWEEP = "stars.sweep_id"
 TRIAL = "stars.trial_id"
+SWEEP_POINT = "stars.sweep_point"  # which point of a two-level sweep's stage-1 space
+ERROR = "stars.error"  # one line: why a run failed
 DATA_DIGEST = "stars.data_digest"
 PRESET = "stars.preset"
 PARENT = "mlflow.parentRunId"  # MLflow's own nesting: the UI shows children under a parent
@@ -67,6 +69,16 @@ def unique_run_name(mlflow_client, exp_id: str, name: str) -> str:
 def _like(text: str) -> str:
     """A LIKE prefix that cannot break the filter (exact matching happens afterwards)."""
     return text.split("'")[0].split("%")[0]
+
+
+def find_runs(mlflow_client, experiment: str, **tags: str) -> list:
+    """Runs of ``experiment`` carrying every tag ``key=value`` (tag keys as given, e.g.
+    ``**{SWEEP: "s1", STAGE: "stage2"}``); empty when the experiment does not exist."""
+    exp = mlflow_client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    return list(mlflow_client.search_runs([exp.experiment_id], query, max_results=10000))
 
 
 def code_version(repo: Path | None = None) -> dict[str, str]:
@@ -143,6 +155,14 @@ def log_dataset(mlflow_client, run_id: str, data: Any, split: str) -> None:
     )
 
 
+def error_summary(text: str, limit: int = 500) -> str:
+    """One line saying why something failed: the last ``...Error: message`` line of a
+    (possibly remote, multi-line) error text, else its first line."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    causes = [ln for ln in lines if "Error:" in ln or "Exception:" in ln]
+    return (causes[-1] if causes else lines[0] if lines else "")[:limit]
+
+
 class StageRun:
     """An MLflow run seen through its id: params, metrics, tags, artifacts, status."""
 
@@ -210,7 +230,8 @@ class StageRun:
         except KeyboardInterrupt:
             self.end("KILLED")
             raise
-        except BaseException:
+        except BaseException as err:
+            self.client.set_tag(self.run_id, ERROR, error_summary(str(err)) or repr(err))
             self.end("FAILED")
             raise
         self.end("FINISHED")

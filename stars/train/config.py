@@ -95,9 +95,12 @@ class Stage2Config:
         temperature: tau2 of the contrastive loss.
         augment: False = one unaltered view (crop ratio 1.0, no rotation), the method's
             default; True uses the stage-1 augmentation (ablations).
-        monitor: per-epoch weighted-kNN monitoring on ``holdout`` (a held-out tenth of the
-            training split), ``test`` (explicit opt-in: selects checkpoints on the test split
-            as the released code does) or ``none``.
+        monitor: per-epoch monitoring on rank 0, which also selects the kept checkpoint:
+            ``holdout`` (weighted kNN on a held-out tenth of the training split),
+            ``fewshot_val`` (few-shot episodes on the validation half of the novel classes:
+            what sweeps optimise), ``test`` (explicit opt-in: selects checkpoints on the test
+            split as the released code does) or ``none`` (the last epoch).
+        monitor_shots, monitor_episodes: n and episodes of ``fewshot_val`` monitoring.
     """
 
     epochs: int = 10
@@ -110,7 +113,9 @@ class Stage2Config:
     symmetric: bool = False
     predictor_hidden: int = 4096
     augment: bool = False
-    monitor: Literal["holdout", "test", "none"] = "holdout"
+    monitor: Literal["holdout", "fewshot_val", "test", "none"] = "holdout"
+    monitor_shots: int = 5
+    monitor_episodes: int = 10
     seed: int = 0
     amp: Literal["bf16", "fp16", "none"] = "bf16"
     tf32: bool = True

@@ -7,16 +7,25 @@ from pathlib import Path
 from typing import Any
 
 from stars.config import ConfigError, to_dict
-from stars.data.pipeline import build_dataset
+from stars.data.config import DataConfig
+from stars.data.pipeline import build_base_dataset, build_dataset, fits_in_memory
 from stars.data.shards import SkeletonDataset
 from stars.data.source import pretrain_split
 from stars.errors import StarsError
 from stars.model.checkpoint import CHECKPOINT_FILE
 from stars.tracking.epoch_metrics import RunRef
-from stars.train.config import ScaleConfig, Stage1JobConfig, Stage2JobConfig
+from stars.train.config import ScaleConfig, Stage1JobConfig, Stage2Config, Stage2JobConfig
+from stars.train.progress import progress_queue
 from stars.train.worker_state import Fault
 
-MONITOR_METRIC = "monitor_knn_weighted_k20_top1"  # stage 2 keeps the checkpoint that maximises it
+
+def monitor_metric(s2: Stage2Config) -> str | None:
+    """The per-epoch metric stage 2 keeps its best checkpoint by (None: the last epoch)."""
+    if s2.monitor == "none":
+        return None
+    if s2.monitor == "fewshot_val":
+        return f"monitor_fewshot_val_{s2.monitor_shots}shot_mean"
+    return "monitor_knn_weighted_k20_top1"
 
 
 class StorageError(StarsError):
@@ -60,9 +69,11 @@ def make_trainer(
     metric: str | None = None,
     mode: str = "min",
     split_only: list[str] | None = None,
+    callbacks: list[Any] | None = None,
 ) -> Any:
     """A TorchTrainer; ``split_only`` names the datasets sharded over ranks (the others reach
-    every worker whole, e.g. monitoring sets that rank 0 evaluates)."""
+    every worker whole, e.g. monitoring sets that rank 0 evaluates); ``callbacks`` are Ray
+    Train callbacks (a sweep's trial passes Tune's report relay)."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -84,10 +95,19 @@ def make_trainer(
                 checkpoint_score_order=mode,
             ),
             failure_config=FailureConfig(max_failures=scale.max_failures),
+            callbacks=callbacks or None,
         ),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=split_only or "all"),
     )
+
+
+def train_dataset(data: SkeletonDataset, split: str, cfg: DataConfig, in_memory: bool) -> Any:
+    """The ``train`` dataset: raw rows (workers keep them and make the views) or the
+    streaming, transformed pipeline."""
+    if in_memory:
+        return build_base_dataset(data, split)
+    return build_dataset(data, split, "train", cfg)
 
 
 @dataclass
@@ -108,31 +128,36 @@ def run_stage1(
     *,
     mlflow_run: RunRef | None = None,
     fault: Fault | None = None,
+    progress: bool = False,
 ) -> StageResult:
     """Pre-train with the resolved ``cfg`` (:func:`stars.train.resolve.resolve_stage1`), or
     resume when ``name`` already has checkpoints under the storage path."""
     from stars.train.stage1 import stage1_worker
 
     split = pretrain_split(data, cfg.data.protocol)
+    steps = steps_per_epoch(data.split_size(split), cfg.scale.num_workers, cfg.data.batch_size)
+    in_memory = fits_in_memory(data, split, cfg.data, cfg.scale.num_workers)
     loop_config = {
         "job": to_dict(cfg),
-        "steps_per_epoch": steps_per_epoch(
-            data.split_size(split), cfg.scale.num_workers, cfg.data.batch_size
-        ),
+        "steps_per_epoch": steps,
+        "train_in_memory": in_memory,
         "mlflow_run": (mlflow_run or RunRef()).to_dict(),
         "data_digest": data.digest,
         "split": split,
     }
     if fault is not None:
         loop_config["fault"] = fault.to_dict()
-    trainer = make_trainer(
-        stage1_worker,
-        loop_config,
-        cfg.scale,
-        name,
-        {"train": build_dataset(data, split, "train", cfg.data)},
-    )
-    return _stage_result(trainer.fit())
+    epochs = cfg.stage1.epochs
+    with progress_queue("[stage 1]", steps * epochs, epochs, progress) as queue:
+        loop_config["progress"] = queue
+        trainer = make_trainer(
+            stage1_worker,
+            loop_config,
+            cfg.scale,
+            name,
+            {"train": train_dataset(data, split, cfg.data, in_memory)},
+        )
+        return _stage_result(trainer.fit())
 
 
 def run_stage2(
@@ -143,15 +168,24 @@ def run_stage2(
     *,
     mlflow_run: RunRef | None = None,
     fault: Fault | None = None,
+    callbacks: list[Any] | None = None,
+    objective_metric: str = "",
+    progress: bool = False,
 ) -> StageResult:
     """Tune the encoder of the stage-1 checkpoint file ``source`` (ours or published) with
-    the resolved ``cfg`` (:func:`stars.train.resolve.resolve_stage2`)."""
+    the resolved ``cfg`` (:func:`stars.train.resolve.resolve_stage2`).
+
+    Args:
+        callbacks: Ray Train callbacks (a sweep trial relays reports to Tune).
+        objective_metric: a monitor metric also reported as ``objective`` every epoch.
+    """
     from stars.data.shards import sha256_file
     from stars.train.stage2 import stage2_worker
 
     source_file = Path(source).resolve()
     split = pretrain_split(data, cfg.data.protocol)
-    datasets = {"train": build_dataset(data, split, "train", cfg.data)}
+    in_memory = fits_in_memory(data, split, cfg.data, cfg.scale.num_workers)
+    datasets = {"train": train_dataset(data, split, cfg.data, in_memory)}
     monitor = cfg.stage2.monitor
     if monitor == "holdout":
         datasets["monitor_bank"] = build_dataset(data, split, "eval", cfg.data, holdout="bank")
@@ -160,30 +194,46 @@ def run_stage2(
         protocol = data.protocol(cfg.data.protocol or None)
         datasets["monitor_bank"] = build_dataset(data, protocol["train"], "eval", cfg.data)
         datasets["monitor_query"] = build_dataset(data, protocol["test"], "eval", cfg.data)
+    elif monitor == "fewshot_val":
+        fewshot = data.manifest.get("fewshot") or {}
+        if not fewshot.get("gallery"):
+            raise ConfigError(
+                f"stage2.monitor=fewshot_val needs held-out few-shot classes; {data.root} has "
+                "none (use stage2.monitor=holdout)"
+            )
+        datasets["monitor_bank"] = build_dataset(data, fewshot["gallery"], "eval", cfg.data)
+        if fewshot.get("query"):
+            datasets["monitor_query"] = build_dataset(data, fewshot["query"], "eval", cfg.data)
+    steps = steps_per_epoch(data.split_size(split), cfg.scale.num_workers, cfg.data.batch_size)
     loop_config = {
         "job": to_dict(cfg),
         "source": str(source_file),
         "source_sha256": sha256_file(source_file),
-        "steps_per_epoch": steps_per_epoch(
-            data.split_size(split), cfg.scale.num_workers, cfg.data.batch_size
-        ),
-        "monitor": monitor != "none",
+        "steps_per_epoch": steps,
+        "train_in_memory": in_memory,
+        "monitor": monitor,
+        "monitor_datasets": [name for name in datasets if name.startswith("monitor_")],
         "mlflow_run": (mlflow_run or RunRef()).to_dict(),
+        "objective_metric": objective_metric,
     }
     if fault is not None:
         loop_config["fault"] = fault.to_dict()
-    best = MONITOR_METRIC if monitor != "none" else None
-    trainer = make_trainer(
-        stage2_worker,
-        loop_config,
-        cfg.scale,
-        name,
-        datasets,
-        metric=best,
-        mode="max",
-        split_only=["train"],
-    )
-    return _stage_result(trainer.fit(), best_metric=best)
+    best = monitor_metric(cfg.stage2)
+    epochs = cfg.stage2.epochs + cfg.stage2.head_warmup_epochs
+    with progress_queue("[stage 2]", steps * epochs, epochs, progress) as queue:
+        loop_config["progress"] = queue
+        trainer = make_trainer(
+            stage2_worker,
+            loop_config,
+            cfg.scale,
+            name,
+            datasets,
+            metric=best,
+            mode="max",
+            split_only=["train"],
+            callbacks=callbacks,
+        )
+        return _stage_result(trainer.fit(), best_metric=best)
 
 
 def _stage_result(result: Any, best_metric: str | None = None) -> StageResult:

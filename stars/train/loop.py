@@ -7,8 +7,9 @@ the epoch loop with the lr schedule, autocast, clipping, metrics, ``ray.train.re
 with a checkpoint every ``checkpoint_every`` epochs, and per-epoch MLflow metrics from rank 0.
 
 ``train_loop_config`` of every stage holds ``job`` (the resolved job config as a dict, exactly
-what MLflow logged), ``steps_per_epoch``, ``mlflow_run`` (a :class:`RunRef` dict) and, in tests
-only, ``fault``.
+what MLflow logged), ``steps_per_epoch``, ``train_in_memory`` (the ``train`` dataset holds raw
+rows that the worker keeps and transforms itself), ``mlflow_run`` (a :class:`RunRef` dict),
+``progress`` (a queue for the driver's progress display, or None) and, in tests only, ``fault``.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import torch
 from torch import nn
 
 from stars.data.config import DataConfig
-from stars.data.pipeline import iter_worker_batches
+from stars.data.pipeline import InMemoryTrainSet, StreamingTrainSet, quiet_ray_data
 from stars.model import checkpoint as ckpt
 from stars.tracking.epoch_metrics import EpochLogger, RunRef
 from stars.train import worker_state as ws
 from stars.train.config import OptimConfig
 from stars.train.optim import scheduled_lr, set_lr
+from stars.train.progress import ProgressSender
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ def run_loop(task: StageTask, settings: LoopSettings, loop_config: dict[str, Any
     import ray.train
     import ray.train.torch
 
+    quiet_ray_data()
     ctx = ray.train.get_context()
     worker = Worker(
         ray.train.torch.get_device(), ctx.get_world_rank(), ctx.get_world_size(), loop_config
@@ -128,16 +131,22 @@ def run_loop(task: StageTask, settings: LoopSettings, loop_config: dict[str, Any
         start_epoch, step, history = ws.resume_position(resumed, worker.rank, settings.seed)
     wrapped = ray.train.torch.prepare_model(task.model, parallel_strategy_kwargs=task.ddp_kwargs())
     shard = ray.train.get_dataset_shard("train")
+    train_set = (
+        InMemoryTrainSet(shard, settings.data, worker.rank)
+        if loop_config.get("train_in_memory")
+        else StreamingTrainSet(shard, settings.data)
+    )
     run = RunRef.from_dict(loop_config.get("mlflow_run"))
     epoch_log = EpochLogger(run, worker.rank)
     fault = loop_config.get("fault")
+    progress = ProgressSender(loop_config.get("progress") if worker.rank == 0 else None)
 
     for epoch in range(start_epoch, settings.epochs):
         extra = task.begin_epoch(epoch)
         wrapped.train()
         start, seen, loss_sum, epoch_steps = time.perf_counter(), 0, 0.0, 0
-        lr = settings.optim.lr
-        for batch in iter_worker_batches(shard, settings.data, "train", worker.device):
+        lr, rate = settings.optim.lr, 0.0
+        for batch in train_set.epoch(epoch, worker.device):
             lr = scheduled_lr(step, total_steps, warmup_steps, settings.optim)
             set_lr(task.optimizer, lr)
             with ws.autocast(worker.device, settings.amp):
@@ -152,7 +161,10 @@ def run_loop(task: StageTask, settings: LoopSettings, loop_config: dict[str, Any
             epoch_steps += 1
             seen += len(batch["x"])
             loss_sum += float(loss.detach())
+            rate = seen * worker.world_size / max(time.perf_counter() - start, 1e-9)
+            progress.update(step, epoch, loss_sum / epoch_steps, rate)
         elapsed = time.perf_counter() - start
+        progress.update(step, epoch, loss_sum / max(epoch_steps, 1), rate, final=True)
         metrics: dict[str, Any] = {
             "epoch": epoch,
             "global_step": step,

@@ -1,4 +1,4 @@
-"""Nearest-neighbour contrastive learning: the support queue and the loss (protocols.md §7)."""
+"""Nearest-neighbour contrastive learning: the support queue and the loss (docs/method.md §7)."""
 
 from __future__ import annotations
 

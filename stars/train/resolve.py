@@ -41,8 +41,8 @@ def resolve_stage1(layered: Layered[Stage1JobConfig], data: SkeletonDataset) -> 
     layered = pin_dataset(layered, data)
     layered = pin(
         layered,
-        {"model.num_joints": data.num_joints},
-        f"the dataset {data.root} (V={data.num_joints})",
+        {"model.num_joints": data.num_joints, "model.in_channels": 3},
+        f"the dataset {data.root} (V={data.num_joints} joints, x y z)",
     )
     layered = pin(layered, {"data.num_frames": layered.config.model.num_frames}, "model.num_frames")
     return layered.config
@@ -65,7 +65,10 @@ def resolve_stage2(
         f"the stage-1 checkpoint {source} (its encoder's T)",
     )
     if not layered.config.stage2.augment:
-        layered = pin(layered, UNALTERED_VIEW, "stage2.augment=false (one unaltered view)")
+        why = "stage2.augment=false (one unaltered view: the whole sequence, no rotation)"
+        layered = pin(layered, UNALTERED_VIEW, why)
+        if layered.was_set("data.min_crop_frames"):
+            raise ConfigError(f"data.min_crop_frames has no effect with {why}")
     return layered.config
 
 

@@ -16,6 +16,8 @@ from torch import nn
 
 from stars.config import from_dict
 from stars.data.pipeline import iter_worker_batches
+from stars.metrics.feature_set import FeatureSet
+from stars.metrics.fewshot import fewshot_report, restrict, validation_classes
 from stars.metrics.knn import weighted_knn_report
 from stars.model import checkpoint as ckpt
 from stars.model.encoder import SkeletonEncoder, actors_as_batch, patchify
@@ -130,18 +132,38 @@ class MonitorSet:
         self.cached = kept
 
     @torch.no_grad()
-    def features(self, encoder: SkeletonEncoder) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pooled features (N, C) and labels (N,) of the whole set."""
+    def features(self, encoder: SkeletonEncoder) -> FeatureSet:
+        """Pooled features (N, C), labels and sample ids of the whole set."""
         was_training = encoder.training
         encoder.eval()
-        feats, labels = [], []
-        for batch in self.batches():
-            feats.append(encoder.forward_features(batch["x"]).float().cpu())
-            labels.append(batch["label"].cpu())
+        parts = [
+            {
+                "feature": encoder.forward_features(batch["x"]).float().cpu().numpy(),
+                "label": batch["label"].cpu().numpy(),
+                "sample_index": batch["sample_index"].cpu().numpy(),
+            }
+            for batch in self.batches()
+        ]
         encoder.train(was_training)
-        if not feats:
-            return torch.zeros(0, encoder.cfg.dim), torch.zeros(0, dtype=torch.long)
-        return torch.cat(feats), torch.cat(labels)
+        return FeatureSet.from_parts(parts, encoder.cfg.dim)
+
+
+def monitor_report(s2: Stage2Config, bank: FeatureSet, query: FeatureSet | None) -> dict:
+    """The per-epoch monitor metrics (``monitor_*``) of stage-2 monitoring mode ``s2.monitor``:
+    weighted kNN of ``query`` against ``bank``, or few-shot episodes on the validation half
+    of the novel classes (``bank`` the gallery, ``query`` the query part or None)."""
+    if s2.monitor == "fewshot_val":
+        val, _ = validation_classes(bank.labels)
+        report, _ = fewshot_report(
+            restrict(bank, val),
+            restrict(query, val),
+            (s2.monitor_shots,),
+            s2.monitor_episodes,
+            prefix="fewshot_val",
+        )
+    else:
+        report = weighted_knn_report(*bank.tensors(), *query.tensors())
+    return {f"monitor_{k}": v for k, v in report.items()}
 
 
 class Stage2Task(StageTask):
@@ -163,12 +185,14 @@ class Stage2Task(StageTask):
         scale = self.model.lr_scale(s2.layer_decay)
         groups = param_groups(self.model, self.cfg.optim.weight_decay, scale)
         self.optimizer = build_adamw(groups, self.cfg.optim)
-        self.monitors = None
-        if worker.loop_config.get("monitor") and worker.rank == 0:
-            self.monitors = tuple(
-                MonitorSet(ray.train.get_dataset_shard(name), self.cfg.data, worker.device)
+        self.monitors: dict[str, MonitorSet] = {}
+        if worker.loop_config.get("monitor", "none") != "none" and worker.rank == 0:
+            self.monitors = {
+                name: MonitorSet(ray.train.get_dataset_shard(name), self.cfg.data, worker.device)
                 for name in ("monitor_bank", "monitor_query")
-            )
+                if name in worker.loop_config.get("monitor_datasets", [])
+            }
+        self.objective = worker.loop_config.get("objective_metric", "")
 
     def model_config(self) -> Any:
         return self.model.encoder.cfg
@@ -201,11 +225,13 @@ class Stage2Task(StageTask):
         )
 
     def end_epoch(self, epoch: int, worker: Worker) -> dict[str, float]:
-        if self.monitors is None:
+        if not self.monitors:
             return {}
-        bank, query = (m.features(self.model.encoder) for m in self.monitors)
-        report = weighted_knn_report(bank[0], bank[1], query[0], query[1])
-        return {f"monitor_{k}": v for k, v in report.items()}
+        feats = {name: m.features(self.model.encoder) for name, m in self.monitors.items()}
+        report = monitor_report(self.cfg.stage2, feats["monitor_bank"], feats.get("monitor_query"))
+        if self.objective:  # a sweep's trial: the value its scheduler compares each epoch
+            report["objective"] = report[self.objective]
+        return report
 
 
 def stage2_settings(cfg: Stage2JobConfig) -> LoopSettings:
@@ -224,7 +250,8 @@ def stage2_settings(cfg: Stage2JobConfig) -> LoopSettings:
 
 def stage2_worker(config: dict[str, Any]) -> None:
     """Ray Train entry. Besides the common keys (:mod:`stars.train.loop`): ``source`` (the
-    stage-1 checkpoint file), ``source_sha256`` and ``monitor`` (bool)."""
+    stage-1 checkpoint file), ``source_sha256``, ``monitor`` (the mode), ``monitor_datasets``
+    (the monitoring datasets handed to the trainer) and, in sweeps, ``objective_metric``."""
     cfg = from_dict(Stage2JobConfig, config["job"])
     task = Stage2Task(cfg, config["source"], config.get("source_sha256", ""))
     run_loop(task, stage2_settings(cfg), config)

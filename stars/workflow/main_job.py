@@ -19,6 +19,7 @@ from stars.workflow.config import MainConfig
 from stars.workflow.stages import (
     Source,
     StageOutcome,
+    tracked_baseline,
     tracked_stage1,
     tracked_stage2,
 )
@@ -61,6 +62,7 @@ def run_main(
     tracker: Tracker | None = None,
     log: Callable[[str], None] = print,
     fault: Fault | None = None,
+    progress: bool = False,
 ) -> list[StageOutcome]:
     """Run the resolved job; returns one outcome per stage that ran (or was reused).
 
@@ -82,8 +84,18 @@ def run_main(
         if cached is not None:
             compare["stage 1"] = cached
     else:
+        baseline = tracked_baseline(cfg.stage1, data, tracker, cfg.eval, log=log)
+        if baseline is not None:
+            outcomes.append(baseline)
         s1 = tracked_stage1(
-            cfg.stage1, data, f"{name}-stage1", tracker, cfg.eval, log=log, fault=fault
+            cfg.stage1,
+            data,
+            f"{name}-stage1",
+            tracker,
+            cfg.eval,
+            log=log,
+            fault=fault,
+            progress=progress,
         )
         outcomes.append(s1)
         if s1.eval is not None:
@@ -103,6 +115,7 @@ def run_main(
         eval_data=cfg.stage1.data,
         compare=compare or None,
         log=log,
+        progress=progress,
     )
     outcomes.append(s2)
     return outcomes

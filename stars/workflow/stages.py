@@ -21,6 +21,8 @@ from stars.train.launch import StageResult, run_stage1, run_stage2
 from stars.train.worker_state import Fault
 from stars.workflow.tracker import Tracker
 
+BASELINE_KEY = "stars.baseline_key"  # architecture + evaluation + seed of a random-init run
+
 
 @dataclass
 class StageOutcome:
@@ -90,6 +92,20 @@ def run_evaluation(
     )
 
 
+def _outcome(
+    stage: str, run: tr.StageRun | None, result: StageResult, ev: EvalResult | None
+) -> StageOutcome:
+    return StageOutcome(
+        stage,
+        run.run_id if run else "",
+        result.checkpoint_file,
+        ev.metrics if ev else {},
+        ev,
+        run.name if run else "",
+        result,
+    )
+
+
 def _active(run: tr.StageRun | None):
     return run.active() if run else contextlib.nullcontext()
 
@@ -105,6 +121,7 @@ def tracked_stage1(
     fault: Fault | None = None,
     tags: dict[str, str] | None = None,
     parent_run_id: str = "",
+    progress: bool = False,
 ) -> StageOutcome:
     """Pre-train (or resume), evaluate, and record it all in one MLflow run."""
     run_name = stage1_run_name(cfg, tracker.dataset, tracker.preset)
@@ -112,8 +129,10 @@ def tracked_stage1(
         cfg.scale.storage_path, ray_name, "stage1", run_name, cfg, tags, parent_run_id
     )
     with _active(run):
-        log(f"[stars] stage 1 (MAMP): Ray run {ray_name}")
-        result = run_stage1(cfg, ray_name, data, mlflow_run=tracker.ref(run), fault=fault)
+        log(f"[stars] stage 1 (MAMP pre-training): {run_name}")
+        result = run_stage1(
+            cfg, ray_name, data, mlflow_run=tracker.ref(run), fault=fault, progress=progress
+        )
         ev = run_evaluation(
             result.checkpoint_file,
             data,
@@ -125,15 +144,7 @@ def tracked_stage1(
             log=log,
         )
         tracker.finish_stage(run, "stage1", result, ev)
-    return StageOutcome(
-        "stage1",
-        run.run_id if run else "",
-        result.checkpoint_file,
-        ev.metrics if ev else {},
-        ev,
-        run.name if run else "",
-        result,
-    )
+    return _outcome("stage1", run, result, ev)
 
 
 def tracked_stage2(
@@ -152,6 +163,10 @@ def tracked_stage2(
     parent_run_id: str | None = None,
     run_name: str = "",
     registry_metric: str = "knn_top1",
+    callbacks: list | None = None,
+    objective_metric: str = "",
+    run_id: str = "",
+    progress: bool = False,
 ) -> StageOutcome:
     """Tune from ``source``, evaluate, and record it in one MLflow run nested under the
     source's run (or ``parent_run_id``, e.g. a sweep), linked to it by ``stars.*`` tags."""
@@ -167,11 +182,20 @@ def tracked_stage2(
         cfg,
         all_tags,
         parent,
+        run_id,
     )
     with _active(run):
-        log(f"[stars] stage 2 (STARS tuning) from {source.checkpoint}: Ray run {ray_name}")
+        log(f"[stars] stage 2 (STARS tuning) from {source.short}: {run.name if run else ray_name}")
         result = run_stage2(
-            cfg, source.checkpoint, ray_name, data, mlflow_run=tracker.ref(run), fault=fault
+            cfg,
+            source.checkpoint,
+            ray_name,
+            data,
+            mlflow_run=tracker.ref(run),
+            fault=fault,
+            callbacks=callbacks,
+            objective_metric=objective_metric,
+            progress=progress,
         )
         ev = run_evaluation(
             result.checkpoint_file,
@@ -192,14 +216,97 @@ def tracked_stage2(
         tracker.finish_stage(
             run, "stage2", result, ev, lineage=lineage, registry_metric=registry_metric
         )
+    return _outcome("stage2", run, result, ev)
+
+
+def tracked_baseline(
+    cfg: Stage1JobConfig,
+    data: SkeletonDataset,
+    tracker: Tracker,
+    evaluation: EvalConfig,
+    *,
+    log: Callable[[str], None] = print,
+) -> StageOutcome | None:
+    """The random-init control: the stage-1 architecture, seeded, untrained, through the
+    same evaluation. Computed once per (dataset, architecture, evaluation) and reused from
+    MLflow afterwards; None when there is no evaluation to run."""
+    import hashlib
+    import json
+
+    from stars.config import to_dict
+    from stars.model.checkpoint import write_random_init
+
+    if not evaluation.protocols:
+        return None
+    seed = cfg.stage1.seed
+    key_doc = {"model": to_dict(cfg.model), "eval": to_dict(evaluation), "seed": seed}
+    key = hashlib.sha256(json.dumps(key_doc, sort_keys=True).encode()).hexdigest()[:16]
+    tags = {tr.DATA_DIGEST: data.digest, BASELINE_KEY: key}
+    if tracker.enabled:
+        done = [
+            r
+            for r in tr.find_runs(
+                tracker.client, tracker.experiment, **{tr.STAGE: "baseline"}, **tags
+            )
+            if r.info.status == "FINISHED"
+        ]
+        if done:
+            run = done[0]
+            return StageOutcome(
+                "baseline",
+                run.info.run_id,
+                run.data.tags.get(tr.CHECKPOINT, ""),
+                dict(run.data.metrics),
+                None,
+                run.info.run_name,
+            )
+    storage = cfg.scale.storage_path
+    base = Path(storage if "://" not in storage else ".") / "baselines" / key
+    checkpoint = write_random_init(cfg.model, seed, base / "checkpoint.pt")
+    run = None
+    if tracker.enabled:
+        name = f"baseline random-init {tracker.dataset}/{tracker.preset or 'custom'}"
+        run = tr.StageRun.create(
+            tracker.client,
+            tracker.experiment,
+            name,
+            "baseline",
+            {"model": cfg.model, "seed": seed},
+            tags,
+        )
+    with _active(run):
+        ev = run_evaluation(
+            str(checkpoint),
+            data,
+            evaluation,
+            base / "eval",
+            cfg.data,
+            cfg.scale,
+            label="random init",
+            log=log,
+        )
+        if run is not None:
+            run.set_tags({tr.CHECKPOINT: str(checkpoint)})
+            run.log_metrics(ev.metrics)
+            for path in ev.artifacts.values():
+                run.log_artifact(path, "eval")
+            from stars.workflow.tracker import describe
+
+            run.describe(
+                describe(
+                    "baseline",
+                    "The control for stage 1: same architecture, no training.",
+                    ev.metrics,
+                    str(checkpoint),
+                )
+            )
     return StageOutcome(
-        "stage2",
+        "baseline",
         run.run_id if run else "",
-        result.checkpoint_file,
-        ev.metrics if ev else {},
+        str(checkpoint),
+        ev.metrics,
         ev,
         run.name if run else "",
-        result,
     )
 
 

@@ -73,12 +73,14 @@ class Tracker:
         cfg: Any,
         tags: dict[str, str] | None = None,
         parent_run_id: str = "",
+        run_id: str = "",
     ) -> tr.StageRun | None:
-        """The run of a stage: the one a resumed Ray run ``ray_name`` already logs into, or
-        a new one nested under ``parent_run_id``."""
+        """The run of a stage: ``run_id`` when given (a retried sweep trial), the one a
+        resumed Ray run ``ray_name`` already logs into, or a new one nested under
+        ``parent_run_id``."""
         if not self.enabled:
             return None
-        existing = previous_run_id(storage, ray_name)
+        existing = run_id or previous_run_id(storage, ray_name)
         if existing:
             self.client.update_run(existing, status="RUNNING")
             return tr.StageRun(self.client, existing)

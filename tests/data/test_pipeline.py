@@ -56,3 +56,39 @@ def test_transform_batch_filters_split_and_shapes(tiny_dataset):
     none = {k: v[:0] for k, v in batch.items()}
     empty = transform_batch(none, split_bit=bit, mode="train", cfg=cfg)
     assert empty["x"].shape == (0, 2, 60, 25, 3) and empty["label"].shape == (0,)
+
+
+class _Shard:
+    """Stands in for a worker's Ray Data shard: hands out raw rows in numpy batches."""
+
+    def __init__(self, rows: dict[str, np.ndarray]):
+        self.rows, self.reads = rows, 0
+
+    def iter_batches(self, batch_format: str, batch_size: int):
+        self.reads += 1
+        n = len(self.rows["label"])
+        for lo in range(0, n, 5):
+            yield {k: v[lo : lo + 5] for k, v in self.rows.items()}
+
+
+def test_in_memory_training_set_reads_once_and_permutes_each_epoch(tiny_dataset):
+    from stars.data.pipeline import InMemoryTrainSet
+
+    rows = tiny_dataset.read_split("xsub_train", ["joints", "num_frames", "label", "sample_index"])
+    shard = _Shard(rows)
+    cfg = DataConfig(num_frames=32, batch_size=8, min_crop_frames=16, seed=5)
+    train = InMemoryTrainSet(shard, cfg, rank=0)
+    epochs = [[b["sample_index"].tolist() for b in train.epoch(e)] for e in (0, 1)]
+    assert shard.reads == 1  # read once, transformed every epoch
+    n = len(rows["label"])
+    for batches in epochs:
+        assert len(batches) == n // 8 and all(len(b) == 8 for b in batches)
+        ids = [i for b in batches for i in b]
+        assert len(set(ids)) == len(ids) and set(ids) <= set(rows["sample_index"].tolist())
+    assert epochs[0] != epochs[1]  # a fresh order every epoch
+    again = InMemoryTrainSet(_Shard(rows), cfg, rank=0)
+    assert [b["sample_index"].tolist() for b in again.epoch(1)] == epochs[1]  # seeded: resumable
+    other_rank = InMemoryTrainSet(_Shard(rows), cfg, rank=1)
+    assert [b["sample_index"].tolist() for b in other_rank.epoch(1)] != epochs[1]
+    batch = next(iter(train.epoch(2)))
+    assert tuple(batch["x"].shape) == (8, rows["joints"].shape[2], 32, 25, 3)

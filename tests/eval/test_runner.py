@@ -45,7 +45,7 @@ def _job(dataset_dir, tmp_path, **eval_overrides):
 def test_feature_protocols_on_ray_match_in_process(
     ray_local, tiny_checkpoint, tiny_dataset, tiny_dataset_dir, tmp_path
 ):
-    job = _job(tiny_dataset_dir, tmp_path)
+    job = _job(tiny_dataset_dir, tmp_path, in_process=False)  # the Ray Data actor pool
     result = evaluate(
         tiny_checkpoint, tiny_dataset, job.eval, tmp_path / "ray", data_cfg=job.data, log=str
     )
@@ -108,6 +108,12 @@ def test_finetune_and_semi_supervised_on_ray_train(
     train = tiny_dataset.read_split("xsub_train", ["sample_index", "label"])
     expected = stratified_subset(train["sample_index"], train["label"], 0.5, seed=0)
     assert subset["sample_index"] == expected.tolist() and subset["split"] == "xsub_train"
+    # What the fine-tuning workers received is what eval.json records.
+    recorded = json.loads((tmp_path / "out" / "eval.json").read_text())
+    (ckpt_file,) = (tmp_path / "runs").glob("eval-finetune/checkpoint_*/checkpoint.pt")
+    received = ckpt.read(ckpt_file)["job_config"]
+    assert received["finetune"] == recorded["config"]["finetune"]
+    assert received["data"] == recorded["data_config"]
 
 
 def test_cli_in_process_knn(tiny_checkpoint, tiny_dataset_dir, tmp_path, capsys):

@@ -36,10 +36,14 @@ def test_three_stage_tuning_in_one_job(stage1_checkpoint, tiny_dataset, tmp_path
             "stage2.epochs=1",
             "scale.num_to_keep=3",
             "stage2.queue_size=20",
+            "optim.warmup_epochs=2",
         ],
     )
     result = run_stage2(cfg, stage1_checkpoint, "s2", tiny_dataset)
     assert [h["phase"] for h in result.history] == ["heads", "tune"]
+    # Linear warm-up over 2 epochs: the last step of epoch 0 runs at half the lr.
+    lrs = [h["lr"] for h in result.history]
+    assert lrs == pytest.approx([cfg.optim.lr / 2, cfg.optim.lr]), lrs
     assert all("monitor_knn_weighted_k20_top1" in h for h in result.history)
     payload = read(result.checkpoint_file)
     assert payload["kind"] == "stage2"

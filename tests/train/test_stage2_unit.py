@@ -185,10 +185,16 @@ def test_two_gloo_workers_match_one_process_on_the_concatenated_batch():
     ]
     for p in procs:
         p.start()
-    loss, grads = out.get(timeout=120)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    try:
+        loss, grads = out.get(timeout=120)
+        for p in procs:
+            p.join(timeout=60)
+            assert p.exitcode == 0
+    finally:  # never leave a worker behind, whatever failed
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=10)
     assert loss == pytest.approx(float(ref_loss), rel=1e-5)
     assert grads.keys() == ref_grads.keys()
     # Float32 sums in a different order: agreement to ~1e-5 absolute. (Biases right before a

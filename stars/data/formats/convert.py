@@ -45,6 +45,13 @@ def _safe_parse(args: tuple[Callable[[Any], Parsed], str, Any]) -> tuple[str, Pa
         return name, parse(item)
     except Rejected as err:
         return name, err.reason
+    except Exception as err:  # one file never stops a conversion
+        return name, f"unreadable ({type(err).__name__}: {_short(err)})"
+
+
+def _short(err: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(err).split())
+    return text[:limit] if text else "no message"
 
 
 def _parsed_stream(

@@ -1,6 +1,6 @@
 """NTU RGB+D 60/120 raw ``.skeleton`` files: parser, the standard cleaning, splits.
 
-The cleaning is the CTR-GCN / MAMP pipeline (protocols.md §2): drop bodies tracked for 11
+The cleaning is the CTR-GCN / MAMP pipeline (docs/method.md §2): drop bodies tracked for 11
 frames or fewer; with two or more bodies left, drop a body whose frames are mostly "noisy"
 (x-spread > 0.8 y-spread in >= 69.754 % of its frames); rank bodies by motion; the most active
 is actor 1, the others fill actor 1's slot where it is absent and actor 2's otherwise; remove
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from stars.data.formats.convert import ConversionResult, Parsed, Rejected, run_conversion
-from stars.data.shards import Sample
+from stars.data.shards import Sample, read_text_input
 from stars.skeleton import NTU25
 
 NAME_RE = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
@@ -438,7 +438,7 @@ def parse_file(path: str, options: NtuOptions) -> Parsed:
 def read_exclusion_list(path: str | Path) -> set[str]:
     """Sample names (one per line, e.g. the published missing-skeleton lists)."""
     names = set()
-    for line in Path(path).read_text().splitlines():
+    for line in read_text_input(path, "exclusion list").splitlines():
         match = NAME_RE.search(line)
         if match:
             names.add(match.group(0))

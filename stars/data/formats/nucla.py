@@ -36,6 +36,22 @@ XVIEW_TRAIN_VIEWS = (1, 2)
 DEFAULT_TRAIN_SUBJECTS = (1, 2, 3, 4, 5)
 
 
+def numeric_array(value: object) -> np.ndarray:
+    """A nested list of JSON numbers as float64, refusing what numpy would coerce silently
+    (``true`` becomes 1.0) and ragged or non-numeric nesting."""
+    try:
+        cells = np.asarray(value, dtype=object)
+    except ValueError:
+        raise Rejected("ragged skeleton array") from None
+    flat = cells.reshape(-1)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in flat):
+        raise Rejected("skeletons hold a value that is not a number (true/false/null/text/list)")
+    try:
+        return np.asarray(flat, dtype=np.float64).reshape(cells.shape)
+    except OverflowError:
+        raise Rejected("a coordinate is too large to be a number") from None
+
+
 def parse_file(
     path: str, map_to_ntu: bool = False, train_subjects: Sequence[int] = DEFAULT_TRAIN_SUBJECTS
 ) -> Parsed:
@@ -45,18 +61,19 @@ def parse_file(
         raise Rejected("file name does not match aAA_sSS_eEE_vVV")
     _, subject, episode, view = (int(g) for g in match.groups())
     try:
-        record = json.loads(Path(path).read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise Rejected(f"not a readable file ({err.strerror or type(err).__name__})") from None
+    except RecursionError:
+        raise Rejected("JSON nested too deeply") from None
+    except ValueError as err:  # invalid JSON, bad encoding, numbers past Python's digit limit
         raise Rejected(f"truncated or invalid JSON ({type(err).__name__})") from None
     if not isinstance(record, dict) or "skeletons" not in record or "label" not in record:
         raise Rejected("JSON lacks 'skeletons' or 'label'")
     label = record["label"]
-    if not isinstance(label, int) or not 1 <= label <= len(CLASS_NAMES):
+    if isinstance(label, bool) or not isinstance(label, int) or not 1 <= label <= len(CLASS_NAMES):
         raise Rejected(f"unknown label {label!r}")
-    try:
-        x = np.asarray(record["skeletons"], dtype=np.float64)
-    except (ValueError, TypeError):
-        raise Rejected("non-numeric token or ragged skeleton array") from None
+    x = numeric_array(record["skeletons"])
     if x.ndim != 3 or x.shape[1:] != (20, 3):
         raise Rejected(f"wrong joint count: skeletons have shape {x.shape}, expected (T, 20, 3)")
     if len(x) == 0:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from stars.data.formats.convert import ConversionResult, Parsed, Rejected, run_conversion
-from stars.data.shards import DataError, Sample
+from stars.data.shards import DataError, Sample, read_text_input
 from stars.skeleton import NTU25
 
 VALUES_PER_FRAME = 150
@@ -54,16 +54,32 @@ def parse_stream(path: str | Path) -> np.ndarray:
 
 
 def parse_labels(path: str | Path) -> list[tuple[int, int, int]]:
-    """Label file -> [(class 1-based, start frame, end frame)], confidence ignored."""
+    """Label file -> [(class 1-based, start frame, end frame)], confidence ignored.
+
+    Raises:
+        Rejected: an unreadable or non-text file, a line that is not
+            ``class,start,end[,confidence]`` with finite whole numbers.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise Rejected(f"label file {Path(path).name} is not text") from None
+    except OSError as err:
+        raise Rejected(f"label file {Path(path).name} unreadable ({err.strerror})") from None
     out = []
-    for i, line in enumerate(Path(path).read_text().splitlines()):
+    for i, line in enumerate(text.splitlines()):
         parts = [p for p in re.split(r"[,\s]+", line.strip()) if p]
         if not parts:
             continue
         try:
-            cls, start, end = (int(float(p)) for p in parts[:3])
-        except ValueError:
-            raise Rejected(f"label file line {i + 1} is not 'class,start,end,confidence'") from None
+            values = [float(p) for p in parts[:3]]
+            if len(values) < 3 or not all(v.is_integer() for v in values):
+                raise ValueError
+            cls, start, end = (int(v) for v in values)
+        except (ValueError, OverflowError):
+            raise Rejected(
+                f"label file line {i + 1} is not 'class,start,end,confidence' in whole numbers"
+            ) from None
         out.append((cls, start, end))
     return out
 
@@ -76,7 +92,7 @@ def parse_split_file(path: str | Path) -> dict[str, set[str]]:
     """
     splits: dict[str, set[str]] = {"train": set(), "test": set()}
     current = None
-    for line in Path(path).read_text().splitlines():
+    for line in read_text_input(path, "split file").splitlines():
         low = line.strip().lower()
         if low.startswith("train"):
             current = "train"
@@ -104,6 +120,9 @@ def parse_video(item: tuple[str, str, str], min_frames: int = 2) -> Parsed:
         if not 0 <= start < end or start >= len(x):
             out.rejected.append((sid, f"segment {start}-{end} outside the {len(x)} frames"))
             continue
+        if end >= len(x):  # kept, and said: the stream ends before the labelled segment does
+            out.cleaning["segments clipped to the stream's end"] += 1
+            out.cleaning["frames missing past the stream's end"] += end + 1 - len(x)
         seg = x[start : min(end + 1, len(x))]
         present = np.abs(seg).reshape(len(seg), -1).max(axis=1) > 0
         if not present.any():

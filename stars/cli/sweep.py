@@ -1,0 +1,146 @@
+"""``jobs/sweep_stage2.py``: a Ray Tune sweep over stage 2, optionally fanned out from
+stage-1 checkpoints trained per point of a masking space."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from stars.cli.common import (
+    add_config_args,
+    add_overrides_argument,
+    add_tracking_args,
+    add_verbose_arg,
+    init_ray,
+    reported,
+    run_name,
+    tracking_flags,
+)
+from stars.config import load_layers, read_sections
+from stars.errors import StarsError
+from stars.eval.config import EvalConfig
+from stars.presets import job_preset
+from stars.sweep.config import SECTIONS, SweepConfig
+from stars.tracking.config import TrackingConfig
+from stars.train.config import Stage1JobConfig, Stage2JobConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sweep_stage2.py",
+        description="Ray Tune sweep over STARS stage 2 (queue size, layer decay, ...), each "
+        "trial a tracked stage-2 run nested under the sweep run and linked to its stage-1 run. "
+        "The objective is measured on validation data, never on the test split.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--stage1-runs", help="stage-1 MLflow run ids, comma-separated")
+    source.add_argument("--stage1-checkpoint", help="a stage-1 checkpoint (ours or published)")
+    source.add_argument(
+        "--stage1-space",
+        help="a stage-1 search space: one stage-1 run per point (masking temperature, ratio)",
+    )
+    parser.add_argument(
+        "--space", default="search_spaces/stage2.yaml", help="the stage-2 search space file"
+    )
+    add_config_args(parser, "YAML file with sections sweep, stage1, stage2, eval, tracking")
+    parser.add_argument("--num-samples", type=int, help="trials per stage-1 source")
+    parser.add_argument(
+        "--objective", help="fewshot_val_<n>shot_mean (default n=5) or knn_val_top1"
+    )
+    parser.add_argument("--scheduler", choices=["asha", "none"], help="ASHA early stopping")
+    parser.add_argument("--search", choices=["random", "grid", "optuna"], help="search algorithm")
+    parser.add_argument("--data", help="dataset directory (default: embedded synthetic data)")
+    parser.add_argument(
+        "--name", help="sweep name (default: generated); with --resume, the one to continue"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    add_overrides_argument(parser, "--stage1-set", "stage1_set", "stage-1 override (two-level)")
+    add_overrides_argument(parser, "--eval-set", "eval_set", "evaluation override")
+    add_overrides_argument(
+        parser, "--sweep-set", "sweep_set", "sweep override, e.g. grace_period=2"
+    )
+    add_tracking_args(parser)
+    add_verbose_arg(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    prog = "sweep_stage2.py"
+    from stars.cli.console import job_console
+    from stars.data.source import resolve_data
+    from stars.sweep.runner import SweepRequest, run_sweep, sweep_storage
+    from stars.sweep.space import load_space
+
+    with reported(prog):
+        if args.resume and not args.name:
+            raise StarsError("--resume needs the --name of the sweep to continue")
+        if args.config:
+            read_sections(args.config, SECTIONS)
+        flags = {"data.path": args.data} if args.data else {}
+        sweep_flags = {
+            key: value
+            for key, value in (
+                ("num_samples", args.num_samples),
+                ("objective", args.objective),
+                ("scheduler", args.scheduler),
+                ("search", args.search),
+            )
+            if value is not None
+        }
+        sweep = load_layers(
+            SweepConfig, {}, args.config, args.sweep_set, sweep_flags, section="sweep"
+        ).config
+        stage2 = load_layers(
+            Stage2JobConfig,
+            job_preset(args.preset, "stage2"),
+            args.config,
+            args.overrides,
+            flags,
+            section="stage2",
+        )
+        stage1 = load_layers(
+            Stage1JobConfig,
+            job_preset(args.preset, "stage1"),
+            args.config,
+            args.stage1_set,
+            flags,
+            section="stage1",
+        )
+        eval_tree = job_preset(args.preset, "eval")["eval"]
+        eval_tree["protocols"] = ["knn", "fewshot"]  # what a trial needs; --eval-set adds more
+        evaluation = load_layers(
+            EvalConfig, eval_tree, args.config, args.eval_set, section="eval"
+        ).config
+        tracking = load_layers(
+            TrackingConfig, {}, args.config, (), tracking_flags(args), section="tracking"
+        ).config
+        request = SweepRequest(
+            name=args.name or run_name("sweep"),
+            sweep=sweep,
+            space=load_space(args.space, job="stage2"),
+            stage2=stage2,
+            evaluation=evaluation,
+            tracking=tracking,
+            stage1=stage1,
+            stage1_space=load_space(args.stage1_space, job="stage1") if args.stage1_space else None,
+            stage1_runs=[r for r in (args.stage1_runs or "").split(",") if r],
+            stage1_checkpoint=args.stage1_checkpoint or "",
+            preset=args.preset,
+            resume=args.resume,
+        )
+        data = resolve_data(stage2.config.data)
+        storage = sweep_storage(request)
+        log_file = None if "://" in storage else Path(storage) / "sweep.log"
+        with job_console(prog, log_file, args.verbose):
+            init_ray(args.verbose)
+            outcome = run_sweep(request, data)
+    print()
+    print(outcome.table)
+    print()
+    if outcome.best is not None:
+        objective = request.sweep.objective
+        print(f"best trial: {outcome.best['trial']}  {objective} = {outcome.best[objective]:.4f}")
+        print(f"best config: {outcome.artifacts['best_config']}")
+    print(f"sweep MLflow run: {outcome.run_id}; results: {outcome.artifacts['results_csv']}")
+    return 0

@@ -1,0 +1,139 @@
+"""What a sweep leaves: a results table (one row per trial), the best configuration as a
+stage-2 YAML file, and a plot of the objective against each swept parameter."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stars.sweep.trial import TRIAL_DONE
+
+TEST_METRICS = ("fewshot_test_5shot_mean", "fewshot_5shot_mean", "knn_top1")
+
+
+def trial_rows(results: Iterable[Any], keys: list[str], objective: str) -> list[dict[str, Any]]:
+    """One row per trial of a Tune ``ResultGrid``: status, source, parameters, objective and
+    the test metrics (reported separately; never used to choose)."""
+    rows = []
+    for result in results:
+        metrics = result.metrics or {}
+        config = result.config or {}
+        params = config.get("params", {})
+        source = config.get("source", {})
+        if result.error is not None:
+            status = "FAILED"
+        elif metrics.get(TRIAL_DONE):
+            status = "DONE"
+        else:
+            status = "STOPPED"
+        row = {
+            "trial": metrics.get("trial_id") or Path(str(result.path)).name,
+            "status": status,
+            "stage1_run": source.get("run_id", "") or Path(source.get("checkpoint", "")).name,
+            **{key: params.get(key) for key in keys},
+            "epochs": metrics.get("epoch"),
+            objective: metrics.get("objective") if status != "FAILED" else None,
+        }
+        row.update({m: metrics.get(m) for m in TEST_METRICS if m in metrics})
+        row["mlflow_run"] = metrics.get("mlflow_run_id", "")
+        if result.error is not None:
+            row["error"] = " ".join(str(result.error).split())[:200]
+        rows.append(row)
+    return rows
+
+
+def best_row(rows: list[dict[str, Any]], objective: str, mode: str = "max") -> dict | None:
+    """The finished trial with the best validation objective."""
+    done = [r for r in rows if r["status"] == "DONE" and _finite(r.get(objective))]
+    if not done:
+        return None
+    pick = max if mode == "max" else min
+    return pick(done, key=lambda r: r[objective])
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no trials)"
+    columns = [c for c in rows[0] if c not in ("mlflow_run", "error")]
+
+    def show(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "-" if value is None else str(value)
+
+    table = [columns] + [[show(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)) for line in table
+    )
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_best_config(
+    best: dict[str, Any], keys: list[str], base: dict[str, Any], objective: str, path: Path
+) -> Path:
+    """The best trial's values over the sweep's base settings, as a stage-2 job file for
+    ``jobs/tune_stage2.py --config``."""
+    tree: dict[str, Any] = yaml.safe_load(yaml.safe_dump(base)) or {}
+    for key in keys:
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        value = best[key]
+        node[leaf] = list(value) if isinstance(value, tuple) else value
+    header = (
+        f"# Best trial {best['trial']} of the sweep: {objective} = {best[objective]:.4f}\n"
+        f"# (stage-1 source: {best['stage1_run']}). Use with:\n"
+        "#   python jobs/tune_stage2.py --from-run RUN_ID --config THIS_FILE\n"
+    )
+    path.write_text(header + yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+def plot_objective(rows: list[dict[str, Any]], keys: list[str], objective: str, path: Path) -> Path:
+    """One panel per swept parameter: the objective of every finished or stopped trial."""
+    from stars.plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(4 * max(len(keys), 1), 3.5))
+    axes = [axes] if not hasattr(axes, "__len__") else list(axes)
+    for ax, key in zip(axes, keys, strict=False):
+        for status, colour in (("DONE", "tab:blue"), ("STOPPED", "tab:gray")):
+            pts = [
+                (r[key], r[objective])
+                for r in rows
+                if r["status"] == status and _finite(r.get(objective)) and r.get(key) is not None
+            ]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.scatter(
+                    [str(x) if isinstance(x, str) else x for x in xs],
+                    ys,
+                    c=colour,
+                    label=status.lower(),
+                )
+        ax.set_xlabel(key)
+        ax.set_ylabel(objective)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{objective} per trial (validation)")
+    return save_figure(fig, path)

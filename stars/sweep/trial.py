@@ -1,0 +1,123 @@
+"""One sweep trial: a small driver function that Tune runs, which resolves the trial's
+stage-2 config, trains it on its own ``TorchTrainer`` (stable name ``trial-<id>``, so a retried
+trial resumes), evaluates it and reports the validation objective.
+
+Per-epoch worker reports reach Tune through ``TuneReportCallback`` (rank 0's metrics, with
+``epoch`` and ``objective``); the final report adds the evaluation's validation and test
+metrics and ``trial_done``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from stars.config import Layered, from_dict, set_dotted
+from stars.eval.config import EvalConfig
+from stars.tracking import runs as tr
+from stars.tracking.config import TrackingConfig
+from stars.train.config import Stage2JobConfig
+
+TRIAL_DONE = "trial_done"  # in a trial's final result: it ran to the end (not stopped early)
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """What every trial of a sweep shares (passed once through Ray's object store)."""
+
+    sweep_name: str
+    sweep_run_id: str
+    data_path: str
+    storage_path: str
+    stage2: dict[str, Any]
+    explicit: list[str]
+    eval: dict[str, Any]
+    tracking: dict[str, Any]
+    objective: str
+    objective_monitor: str
+    preset: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def trial_config(plan: TrialPlan, params: dict[str, Any]) -> Layered[Stage2JobConfig]:
+    """The sweep's base stage-2 config with the trial's values, which count as set by the
+    user (so a value the job must fix is refused, not replaced)."""
+    cfg = from_dict(Stage2JobConfig, plan.stage2)
+    for key, value in params.items():
+        cfg = set_dotted(cfg, key, value)
+    cfg = set_dotted(cfg, "scale.storage_path", plan.storage_path)
+    return Layered(cfg, frozenset(plan.explicit) | set(params))
+
+
+def find_trial_run(mlflow_client, experiment: str, sweep: str, trial_id: str) -> str:
+    """The MLflow run of a retried trial, so a retry never opens a second run."""
+    hits = tr.find_runs(mlflow_client, experiment, **{tr.SWEEP: sweep, tr.TRIAL: trial_id})
+    return hits[0].info.run_id if hits else ""
+
+
+def stage2_trial(config: dict[str, Any], plan: dict[str, Any]) -> None:
+    """Tune trainable. ``config``: ``params`` (dotted stage-2 keys -> values) and ``source``
+    (the stage-1 checkpoint and run); ``plan``: a :class:`TrialPlan` dict."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from stars.data.pipeline import quiet_ray_data
+    from stars.data.shards import open_dataset
+    from stars.data.source import pretrain_split
+    from stars.model.checkpoint import encoder_state, read
+    from stars.train.resolve import resolve_stage2
+    from stars.workflow.stages import Source, tracked_stage2
+    from stars.workflow.tracker import Tracker
+
+    quiet_ray_data()
+    p = TrialPlan(**plan)
+    trial_id = tune.get_context().get_trial_id()
+    source = Source(**config["source"])
+    data = open_dataset(p.data_path)
+    encoder = encoder_state(read(source.checkpoint), source.checkpoint)[0]
+    cfg = resolve_stage2(trial_config(p, config["params"]), data, encoder, source.checkpoint)
+    tracking = from_dict(TrackingConfig, p.tracking)
+    tracker = Tracker(tracking, data, pretrain_split(data, cfg.data.protocol), p.preset)
+    run_id = find_trial_run(tracker.client, tracker.experiment, p.sweep_name, trial_id)
+    if run_id:
+        done = tracker.client.get_run(run_id)
+        if done.info.status == "FINISHED" and p.objective in done.data.metrics:
+            # Finished before the sweep was interrupted (Tune's saved state lagged behind):
+            # report what it measured instead of training again.
+            metrics = dict(done.data.metrics)
+            metrics["epoch"] = metrics.get("epoch", -1) + 1  # epochs run, like a fresh trial
+            tune.report(final_report(metrics, p.objective, run_id))
+            return
+    outcome = tracked_stage2(
+        cfg,
+        source,
+        data,
+        f"trial-{trial_id}",
+        tracker,
+        from_dict(EvalConfig, p.eval),
+        log=lambda _: None,
+        tags={tr.SWEEP: p.sweep_name, tr.TRIAL: trial_id},
+        parent_run_id=p.sweep_run_id,
+        run_name=trial_run_name(cfg, source, trial_id),
+        registry_metric=p.objective,
+        callbacks=[TuneReportCallback()],
+        objective_metric=p.objective_monitor,
+        run_id=run_id,
+    )
+    metrics = dict(outcome.metrics)
+    metrics["epoch"] = len(outcome.result.history) if outcome.result else 0
+    tune.report(final_report(metrics, p.objective, outcome.run_id))
+
+
+def final_report(metrics: dict[str, Any], objective: str, run_id: str) -> dict[str, Any]:
+    """A trial's last result: its evaluation metrics, the objective, ``trial_done``."""
+    final = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    final.update({"objective": metrics[objective], TRIAL_DONE: 1, "mlflow_run_id": run_id})
+    return final
+
+
+def trial_run_name(cfg: Stage2JobConfig, source: Any, trial_id: str) -> str:
+    s2 = cfg.stage2
+    return f"trial {trial_id[-5:]} alpha={s2.layer_decay:.3g} q={s2.queue_size} <- {source.short}"

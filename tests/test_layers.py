@@ -1,0 +1,65 @@
+"""The layer map of DEVELOPMENT.md, enforced: a package imports only its own modules and the
+packages of the rows above it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "stars"
+
+# Row by row, lowest first; a package may import any package of an earlier row.
+LAYERS = [
+    {"errors"},
+    {"config", "skeleton"},
+    {"presets"},
+    {"data", "model", "metrics"},
+    {"plots"},
+    {"tracking"},
+    {"train"},
+    {"eval"},
+    {"workflow"},
+    {"sweep"},
+    {"cli"},
+]
+ROW = {package: i for i, row in enumerate(LAYERS) for package in row}
+
+
+def package_of(module: str) -> str:
+    return module.split(".")[1] if module.count(".") else ""
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+    return [(line, m) for line, m in found if m == "stars" or m.startswith("stars.")]
+
+
+def test_every_package_has_a_row():
+    packages = {
+        p.stem if p.is_file() else p.name for p in ROOT.iterdir() if p.name != "__init__.py"
+    }
+    packages = {p for p in packages if not p.startswith("__")}
+    assert packages <= set(ROW), f"packages missing from the layer map: {packages - set(ROW)}"
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_point_down(path):
+    rel = path.relative_to(ROOT)
+    own = rel.parts[0].removesuffix(".py")
+    if own == "__init__":
+        return
+    wrong = []
+    for line, module in imports(path):
+        other = package_of(module)
+        if other == own or not other:
+            continue
+        if ROW[other] >= ROW[own]:
+            wrong.append(f"line {line}: {module} (row {ROW[other]}) from {own} (row {ROW[own]})")
+    assert not wrong, "; ".join(wrong)
