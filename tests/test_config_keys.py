@@ -124,7 +124,7 @@ def check(key: str, value: object, resolve) -> str:
         assert key in str(err), f"{key}: the error does not name the key: {err}"
         return "rejected"
     got = get_dotted(cfg, key)
-    if key.endswith("data.path"):
+    if key.endswith(("data.path", "scale.storage_path")):  # made absolute, the same place
         assert Path(got) == Path(value).resolve(), key
     else:
         assert same(got, value), f"{key}={value!r} was replaced by {got!r}"
@@ -150,7 +150,7 @@ def capture_launch(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def tiny_stage1_checkpoint(tmp_path_factory) -> Path:
+def masking_checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
     ckpt.save(path, ckpt.stage1_payload(MAMP(preset("tiny")), epoch=0, global_step=0))
@@ -191,7 +191,7 @@ def test_every_stage1_key_reaches_the_workers_or_is_rejected(
 
 
 def test_every_stage2_key_reaches_the_workers_or_is_rejected(
-    tmp_path, tiny_dataset_dir, tiny_stage1_checkpoint, capture_launch
+    tmp_path, tiny_dataset_dir, masking_checkpoint, capture_launch
 ):
     seen, captured = capture_launch
     tree = _tree("stage2", tmp_path)
@@ -201,9 +201,9 @@ def test_every_stage2_key_reaches_the_workers_or_is_rejected(
     def resolve(override: str):
         layered = load_layers(Stage2JobConfig, tree, None, [override])
         data = resolve_data(layered.config.data, progress=False)
-        cfg = resolve_stage2(layered, data, encoder, str(tiny_stage1_checkpoint))
+        cfg = resolve_stage2(layered, data, encoder, str(masking_checkpoint))
         with pytest.raises(captured):
-            launch.run_stage2(cfg, tiny_stage1_checkpoint, "walk", data)
+            launch.run_stage2(cfg, masking_checkpoint, "walk", data)
         assert seen["loop_config"]["job"] == to_dict(cfg), "the workers get another config"
         return cfg
 

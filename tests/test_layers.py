@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1] / "stars"
 # Row by row, lowest first; a package may import any package of an earlier row.
 LAYERS = [
     {"errors"},
-    {"config", "skeleton"},
+    {"config", "skeleton", "paths"},
     {"presets"},
     {"data", "model", "metrics"},
     {"plots"},

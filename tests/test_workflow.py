@@ -145,7 +145,11 @@ def test_crash_ends_failed_and_resume_continues_the_same_run(ray_local, tiny_dat
     stage1 = load_layers(
         Stage1JobConfig,
         job_preset("tiny", "stage1"),
-        overrides=["stage1.epochs=3", f"scale.storage_path={tmp_path / 'runs'}"],
+        overrides=[
+            "stage1.epochs=3",
+            "scale.num_to_keep=10",
+            f"scale.storage_path={tmp_path / 'runs'}",
+        ],
     )
     stage2 = load_layers(Stage2JobConfig, job_preset("tiny", "stage2"))
     cfg = resolve_main(
@@ -163,6 +167,10 @@ def test_crash_ends_failed_and_resume_continues_the_same_run(ray_local, tiny_dat
     (again,) = _runs(c, "stage1")
     assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
     assert [m.step for m in c.get_metric_history(run.info.run_id, "loss")] == [0, 1, 2]
+    # The loss steps look the same after a restart from scratch (the logger skips logged
+    # epochs); the checkpoints do not: resumed, each epoch was checkpointed exactly once.
+    ckpts = (tmp_path / "runs" / "crash-stage1").glob("checkpoint_*/checkpoint.pt")
+    assert sorted(read(p)["epoch"] for p in ckpts) == [0, 1, 2]
 
 
 def _free_port() -> int:

@@ -8,12 +8,16 @@ from pathlib import Path
 from stars.data.config import DataConfig
 from stars.data.prepare import ensure_synthetic
 from stars.data.shards import SkeletonDataset, open_dataset
+from stars.paths import check_kept
 
 
 def resolve_data(cfg: DataConfig, progress: bool = True) -> SkeletonDataset:
     """The dataset of a job: ``data.path`` or the embedded synthetic set (generated once)."""
-    root = Path(cfg.path) if cfg.path else ensure_synthetic(cfg.synthetic, progress=progress)
-    return open_dataset(root)
+    if cfg.path:
+        return open_dataset(Path(cfg.path))
+    flag = "--set data.synthetic.cache_dir"
+    check_kept("data.synthetic.cache_dir", cfg.synthetic.cache_dir, flag)
+    return open_dataset(ensure_synthetic(cfg.synthetic, progress=progress))
 
 
 def pretrain_split(data: SkeletonDataset, protocol: str = "") -> str:

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from stars.paths import check_tracking_uri
+
 DEFAULT_URI = "sqlite:///mlflow.db"
 
 
@@ -29,6 +31,7 @@ def resolve_uri(uri: str = "") -> str:
     """The tracking URI with any relative SQLite or file path made absolute: training
     workers run in other directories and must reach the same store."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI", "") or DEFAULT_URI
+    check_tracking_uri(uri)
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
     if "://" not in uri:

@@ -31,9 +31,10 @@ class ScaleConfig:
     """How the job runs on Ray.
 
     Attributes:
-        storage_path: where Ray Train keeps checkpoints and run state. A local path is fine
-            on one machine; a cluster of several nodes needs a URI all nodes reach
-            (``s3://...``, ``gs://...``) or a shared file system (set ``shared_storage``).
+        storage_path: where checkpoints, Ray run state and evaluation outputs go. A local
+            path is fine on one machine (made absolute when the job starts); on several nodes
+            it must be a URI all nodes reach (``s3://...``, ``gs://...``) or a mount they all
+            see (checked with a probe file from each node).
         cpus_per_worker: on a 2-core machine keep it at 0.5 so Ray Data's read tasks run.
         torch_threads: Ray limits a worker's torch threads to its whole CPUs (1 for 0.5);
             a single CPU worker on a small machine can use more.
@@ -46,7 +47,6 @@ class ScaleConfig:
     cpus_per_worker: float = 0.5
     gpus_per_worker: float = 1.0
     storage_path: str = "runs"
-    shared_storage: bool = False
     max_failures: int = 0
     num_to_keep: int = 2
     checkpoint_every: int = 1

@@ -11,10 +11,11 @@ from stars.data.config import DataConfig
 from stars.data.pipeline import build_base_dataset, build_dataset, fits_in_memory
 from stars.data.shards import SkeletonDataset
 from stars.data.source import pretrain_split
-from stars.errors import StarsError
 from stars.model.checkpoint import CHECKPOINT_FILE
+from stars.paths import check_kept
 from stars.tracking.epoch_metrics import RunRef
 from stars.train.config import ScaleConfig, Stage1JobConfig, Stage2Config, Stage2JobConfig
+from stars.train.placement import check_resources, check_shared
 from stars.train.progress import progress_queue
 from stars.train.worker_state import Fault
 
@@ -28,25 +29,11 @@ def monitor_metric(s2: Stage2Config) -> str | None:
     return "monitor_knn_weighted_k20_top1"
 
 
-class StorageError(StarsError):
-    """A storage path that the cluster's nodes cannot all reach."""
-
-
 def check_storage(scale: ScaleConfig) -> str:
-    """Storage path for Ray Train; refuse a node-local path on a multi-node cluster."""
-    import ray
-
-    path = scale.storage_path
-    is_uri = "://" in path
-    alive = [n for n in ray.nodes() if n.get("Alive")]
-    if len(alive) > 1 and not is_uri and not scale.shared_storage:
-        raise StorageError(
-            f"the cluster has {len(alive)} nodes but scale.storage_path={path!r} is a local "
-            "path: checkpoints written on one node are invisible to the others. Use a URI "
-            "every node reaches (s3://bucket/prefix, gs://...) or an NFS mount present on all "
-            "nodes with --set scale.shared_storage=true."
-        )
-    return path if is_uri else str(Path(path).resolve())
+    """Storage path for Ray Train: kept after the job, and on several nodes seen by all."""
+    path = check_kept("scale.storage_path", scale.storage_path, "--set scale.storage_path")
+    check_shared(path, "scale.storage_path", "Set --set scale.storage_path to")
+    return path
 
 
 def steps_per_epoch(num_rows: int, workers: int, batch_size: int) -> int:
@@ -77,6 +64,7 @@ def make_trainer(
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    check_resources(scale)
     resources = {"CPU": scale.cpus_per_worker}
     if scale.use_gpu:
         resources["GPU"] = scale.gpus_per_worker

@@ -16,6 +16,7 @@ from typing import TypeVar
 from stars.config import ConfigError, Layered, load_layers, pin, set_dotted
 from stars.data.shards import SkeletonDataset
 from stars.model.config import ModelConfig
+from stars.paths import check_kept
 from stars.presets import job_preset
 from stars.train.config import Stage1JobConfig, Stage2JobConfig
 
@@ -25,7 +26,8 @@ UNALTERED_VIEW = {"data.train_crop": (1.0, 1.0), "data.rotation": 0.0}
 
 
 def pin_dataset(layered: Layered[T], data: SkeletonDataset) -> Layered[T]:
-    """``data.path`` as the absolute root of the dataset the job reads."""
+    """``data.path`` as the absolute root of the dataset the job reads, and
+    ``scale.storage_path`` as an absolute path (or URI) that outlives the job."""
     synthetic = sorted(k for k in layered.explicit if k.startswith("data.synthetic."))
     if layered.was_set("data.path") and synthetic:
         raise ConfigError(
@@ -33,7 +35,9 @@ def pin_dataset(layered: Layered[T], data: SkeletonDataset) -> Layered[T]:
             f"({layered.config.data.path}): drop one of them"
         )
     root = str(Path(data.root).resolve())
-    return Layered(set_dotted(layered.config, "data.path", root), layered.explicit)
+    cfg = set_dotted(layered.config, "data.path", root)
+    storage = check_kept("scale.storage_path", cfg.scale.storage_path, "--set scale.storage_path")
+    return Layered(set_dotted(cfg, "scale.storage_path", storage), layered.explicit)
 
 
 def resolve_stage1(layered: Layered[Stage1JobConfig], data: SkeletonDataset) -> Stage1JobConfig:

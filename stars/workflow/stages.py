@@ -4,22 +4,25 @@ lineage. The main job, ``jobs/tune_stage2.py`` and the sweep trials all run stag
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from stars.config import to_dict
 from stars.data.config import DataConfig
 from stars.data.shards import SkeletonDataset
 from stars.errors import JobError
 from stars.eval.config import EvalConfig
 from stars.eval.runner import EvalResult, evaluate
 from stars.metrics.feature_set import FeatureSet
-from stars.model.checkpoint import resolve_checkpoint
+from stars.model.checkpoint import resolve_checkpoint, write_random_init
 from stars.tracking import runs as tr
 from stars.train.config import Stage1JobConfig, Stage2JobConfig
 from stars.train.launch import StageResult, run_stage1, run_stage2
 from stars.train.worker_state import Fault
-from stars.workflow.tracker import Tracker
+from stars.workflow.tracker import Tracker, describe
 
 BASELINE_KEY = "stars.baseline_key"  # architecture + evaluation + seed of a random-init run
 
@@ -230,12 +233,6 @@ def tracked_baseline(
     """The random-init control: the stage-1 architecture, seeded, untrained, through the
     same evaluation. Computed once per (dataset, architecture, evaluation) and reused from
     MLflow afterwards; None when there is no evaluation to run."""
-    import hashlib
-    import json
-
-    from stars.config import to_dict
-    from stars.model.checkpoint import write_random_init
-
     if not evaluation.protocols:
         return None
     seed = cfg.stage1.seed
@@ -290,8 +287,6 @@ def tracked_baseline(
             run.log_metrics(ev.metrics)
             for path in ev.artifacts.values():
                 run.log_artifact(path, "eval")
-            from stars.workflow.tracker import describe
-
             run.describe(
                 describe(
                     "baseline",

@@ -110,7 +110,7 @@ def test_finetune_and_semi_supervised_on_ray_train(
     assert subset["sample_index"] == expected.tolist() and subset["split"] == "xsub_train"
     # What the fine-tuning workers received is what eval.json records.
     recorded = json.loads((tmp_path / "out" / "eval.json").read_text())
-    (ckpt_file,) = (tmp_path / "runs").glob("eval-finetune/checkpoint_*/checkpoint.pt")
+    ckpt_file = sorted((tmp_path / "runs").glob("eval-finetune/checkpoint_*/checkpoint.pt"))[-1]
     received = ckpt.read(ckpt_file)["job_config"]
     assert received["finetune"] == recorded["config"]["finetune"]
     assert received["data"] == recorded["data_config"]
@@ -167,10 +167,11 @@ def test_transfer_to_a_dataset_with_another_class_count(ray_local, tiny_checkpoi
     from stars.data.shards import open_dataset
     from stars.data.synthetic import SyntheticSpec
 
-    spec = SyntheticSpec(num_classes=5, samples_per_class=10, num_base_classes=5, seed=11)
+    spec = SyntheticSpec(num_classes=5, samples_per_class=16, num_base_classes=5, seed=11)
     write_synthetic(tmp_path / "other", spec, progress=False)
     other = open_dataset(tmp_path / "other")
-    job = _job(tmp_path / "other", tmp_path, protocols=("transfer",))
+    recipe = {"epochs": 12, "warmup_epochs": 1, "batch_size": 8, "lr": 1e-3, "drop_path": 0.0}
+    job = _job(tmp_path / "other", tmp_path, protocols=("transfer",), finetune=recipe)
     result = evaluate(
         tiny_checkpoint,
         other,
@@ -180,8 +181,14 @@ def test_transfer_to_a_dataset_with_another_class_count(ray_local, tiny_checkpoi
         scale=job.scale,
         log=str,
     )
-    assert 0 <= result.metrics["transfer_top1"] <= 1
     assert result.metrics["transfer_train_samples"] == other.split_size("xsub_train")
+    ckpt_file = sorted((tmp_path / "runs").glob("eval-transfer/checkpoint_*/checkpoint.pt"))[-1]
+    state = ckpt.read(ckpt_file)
+    head = [v for k, v in state["model"].items() if k.startswith("head.") and v.ndim == 2][-1]
+    assert head.shape[0] == other.num_classes == 5  # the target's classes, not pre-training's
+    losses = [h["loss"] for h in state["history"]]
+    assert losses[-1] < losses[0] * 0.8, losses  # it learns the new classes
+    assert result.metrics["transfer_top1"] > 1 / 5 + 0.15  # well above chance (0.2)
 
 
 def test_jobs_report_bad_input_in_one_line(tiny_checkpoint, tiny_dataset_dir, tmp_path, capsys):

@@ -14,7 +14,7 @@ from stars.sweep.space import load_space
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("name", ["stage1", "stage2", "tiny", "tiny_stage1", "small"])
+@pytest.mark.parametrize("name", ["stage1", "stage2", "tiny", "masking", "small"])
 def test_shipped_spaces_load(name):
     space = load_space(ROOT / "search_spaces" / f"{name}.yaml")
     assert space.params and space.to_tune()

@@ -86,7 +86,7 @@ def test_trials_from_one_stage1_run_are_its_tracked_descendants(store, capsys):
 
 def test_two_level_sweep_gives_each_stage1_point_its_descendants(store, tmp_path):
     c = store["client"]
-    args = [*store["common"], "--stage1-space", str(ROOT / "search_spaces" / "tiny_stage1.yaml")]
+    args = [*store["common"], "--stage1-space", str(ROOT / "search_spaces" / "masking.yaml")]
     args += ["--space", TINY_SPACE, "--num-samples", "2", "--name", "two", "--set"]
     args += ["stage2.epochs=1", "--stage1-set", "stage1.epochs=1"]
     assert sweep_main(args) == 0

@@ -52,11 +52,23 @@ def test_two_workers_lower_the_loss_and_write_checkpoints(ray_local, tiny_datase
 @pytest.mark.slow
 def test_killed_worker_resumes_from_last_checkpoint(ray_local, tiny_dataset, tmp_path):
     marker = tmp_path / "failed-once"
-    cfg = _cfg(tmp_path, tiny_dataset, "stage1.epochs=4", "scale.max_failures=1")
+    cfg = _cfg(
+        tmp_path, tiny_dataset, "stage1.epochs=4", "scale.max_failures=1", "scale.num_to_keep=10"
+    )
     result = run_stage1(cfg, "resume", tiny_dataset, fault=Fault(7, str(marker)))
     assert marker.exists(), "the failure hook never fired"
     steps = result.history[0]["steps"]
-    assert 4 * steps > 7  # the failure happened mid-run
+    assert steps * 1 <= 7 < 4 * steps  # the failure happened after a checkpoint, mid-run
     assert [h["epoch"] for h in result.history] == [0, 1, 2, 3]
     assert result.history[-1]["global_step"] == 4 * steps
-    assert read(result.checkpoint_file)["epoch"] == 3
+    final = read(result.checkpoint_file)
+    assert final["epoch"] == 3
+    # Only a resumed run writes each epoch's checkpoint once: a restart from epoch 0 would
+    # write epochs 0.. again after the failure.
+    epochs = sorted(
+        read(p)["epoch"] for p in (tmp_path / "runs" / "resume").glob("checkpoint_*/checkpoint.pt")
+    )
+    assert epochs == [0, 1, 2, 3], epochs
+    # The optimizer's step count went on from the checkpoint (AdamW counts every step).
+    counts = {int(v["step"]) for v in final["optimizer"]["state"].values()}
+    assert counts == {4 * steps}

@@ -79,6 +79,7 @@ def test_stage2_resumes_after_a_worker_failure(stage1_checkpoint, tiny_dataset, 
         [
             f"scale.storage_path={tmp_path}",
             "scale.max_failures=1",
+            "scale.num_to_keep=10",
             "stage2.epochs=3",
             "stage2.monitor=none",
         ],
@@ -90,3 +91,7 @@ def test_stage2_resumes_after_a_worker_failure(stage1_checkpoint, tiny_dataset, 
     assert [h["epoch"] for h in result.history] == [0, 1, 2], result.history
     assert result.history[-1]["global_step"] == 3 * steps
     assert read(result.checkpoint_file)["epoch"] == 2
+    epochs = sorted(
+        read(p)["epoch"] for p in (tmp_path / "resume").glob("checkpoint_*/checkpoint.pt")
+    )
+    assert epochs == [0, 1, 2], epochs  # each epoch checkpointed once: resumed, not restarted

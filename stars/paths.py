@@ -1,0 +1,48 @@
+"""Paths that outlive the job.
+
+Under ``ray job submit --working-dir .`` the driver runs inside Ray's temporary copy of the
+working directory, which Ray deletes after the job: relative storage, data-cache and SQLite
+paths would land there and be lost. Every job resolves its paths here, once, on the driver.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stars.errors import StarsError
+
+JOB_PACKAGE_MARK = "runtime_resources/working_dir_files"
+
+
+class StorageError(StarsError):
+    """A storage path that would lose results or that the cluster's nodes cannot all reach."""
+
+
+def job_package_dir(cwd: Path | None = None) -> Path | None:
+    """The temporary working-directory copy this driver runs in (``ray job submit``), or None."""
+    cwd = (cwd or Path.cwd()).resolve()
+    return cwd if JOB_PACKAGE_MARK in str(cwd) else None
+
+
+def check_kept(key: str, value: str, flag: str, cwd: Path | None = None) -> str:
+    """``value`` as an absolute path or a URI that outlives the job; refuses a path inside a
+    ``ray job submit`` package copy, naming the key and the ``flag`` that sets it."""
+    if "://" in value:
+        return value
+    package = job_package_dir(cwd)
+    path = (Path(value) if Path(value).is_absolute() else (cwd or Path.cwd()) / value).resolve()
+    if package is not None and (path == package or package in path.parents):
+        raise StorageError(
+            f"{key}={value!r} resolves to {path}, inside the temporary copy of the working "
+            f"directory that ray job submit runs in (Ray deletes it after the job): set {flag} "
+            "to an absolute path on storage every node reaches, or a URI (s3://..., gs://...)"
+        )
+    return str(path)
+
+
+def check_tracking_uri(uri: str, cwd: Path | None = None) -> None:
+    """A SQLite store inside a ``ray job submit`` package copy would be deleted with it."""
+    if not uri.startswith("sqlite:"):
+        return
+    path = uri.split(":///", 1)[-1]
+    check_kept("tracking URI", path, "--tracking-uri (sqlite:////abs/path.db or a server)", cwd)

@@ -1,0 +1,97 @@
+"""Whether the cluster can hold a job's storage and run its workers, checked before any work.
+
+On more than one node, a local path must be a mount every node sees (a probe file proves it).
+A job whose workers cannot all be placed would wait forever: it fails in seconds instead,
+saying what to change. (Paths that outlive a ``ray job submit``: :mod:`stars.paths`.)
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from pathlib import Path
+
+from stars.errors import StarsError
+from stars.paths import StorageError
+from stars.train.config import ScaleConfig
+
+DATA_TASK_CPUS = 1.0  # a Ray Data read task asks for one CPU; the job must leave room for it
+
+
+class ResourceError(StarsError):
+    """A job the cluster cannot place: what is missing and which settings would fit."""
+
+
+def alive_nodes() -> list[dict]:
+    import ray
+
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def check_shared(path: str, what: str, flag: str) -> None:
+    """On a multi-node cluster, a local ``path`` must be one file system every node sees:
+    a probe file written here must be visible from a task placed on each node."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = alive_nodes()
+    if len(nodes) < 2 or "://" in path:
+        return
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    probe = root / f".stars-probe-{uuid.uuid4().hex}"
+    probe.write_text("probe")
+
+    @ray.remote(num_cpus=0)
+    def sees(p: str) -> bool:
+        return Path(p).exists()
+
+    try:
+        checks = {
+            n["NodeManagerAddress"] + " " + n["NodeID"][:8]: sees.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(str(probe))
+            for n in nodes
+        }
+        missing = [node for node, ref in checks.items() if not ray.get(ref, timeout=60)]
+    finally:
+        probe.unlink(missing_ok=True)
+    if missing:
+        raise StorageError(
+            f"{what} {path} is not shared: node(s) {', '.join(missing)} cannot see it. "
+            f"{flag} a mount every node has, or a URI (s3://..., gs://...)"
+        )
+
+
+def check_resources(scale: ScaleConfig) -> None:
+    """Fail now, not after waiting forever, when the workers and their data tasks cannot all
+    be placed on the cluster as it is."""
+    import ray
+
+    total = ray.cluster_resources()
+    cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    need_cpu = scale.num_workers * scale.cpus_per_worker + DATA_TASK_CPUS
+    problems = []
+    if need_cpu > cpus + 1e-9:
+        fit = max(0, math.floor((cpus - DATA_TASK_CPUS) / scale.cpus_per_worker + 1e-9))
+        problems.append(
+            f"{scale.num_workers} workers x {scale.cpus_per_worker:g} CPU + {DATA_TASK_CPUS:g} "
+            f"for Ray Data = {need_cpu:g} CPUs, the cluster has {cpus:g} (fits: --set "
+            f"scale.num_workers={fit}, or a smaller scale.cpus_per_worker)"
+        )
+    if scale.use_gpu:
+        need_gpu = scale.num_workers * scale.gpus_per_worker
+        if need_gpu > gpus + 1e-9:
+            fit = math.floor(gpus / scale.gpus_per_worker + 1e-9)
+            problems.append(
+                f"{scale.num_workers} workers x {scale.gpus_per_worker:g} GPU = {need_gpu:g} "
+                f"GPUs, the cluster has {gpus:g} (fits: --set scale.num_workers={fit}, or "
+                "--set scale.use_gpu=false)"
+            )
+    biggest = max((n.get("Resources", {}).get("CPU", 0) for n in alive_nodes()), default=0)
+    if scale.cpus_per_worker > biggest + 1e-9:
+        problems.append(
+            f"one worker needs {scale.cpus_per_worker:g} CPUs, the largest node has {biggest:g}"
+        )
+    if problems:
+        raise ResourceError("this job cannot be placed: " + "; ".join(problems))

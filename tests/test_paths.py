@@ -1,0 +1,27 @@
+"""Paths that outlive a ``ray job submit``: inside its package copy they are refused, naming
+the key and the flag; elsewhere they are made absolute."""
+
+from __future__ import annotations
+
+import pytest
+
+from stars.paths import StorageError, check_kept, check_tracking_uri, job_package_dir
+
+
+def test_paths_inside_a_job_package_are_refused(tmp_path):
+    package = tmp_path / "session" / "runtime_resources" / "working_dir_files" / "_ray_pkg_ab12"
+    package.mkdir(parents=True)
+    assert job_package_dir(package) == package.resolve()
+    with pytest.raises(StorageError, match=r"scale.storage_path='runs'.*set --set scale"):
+        check_kept("scale.storage_path", "runs", "--set scale.storage_path", cwd=package)
+    with pytest.raises(StorageError, match="tracking URI"):
+        check_tracking_uri("sqlite:///mlflow.db", cwd=package)
+    kept = tmp_path / "shared" / "runs"
+    assert check_kept("x", str(kept), "--x", cwd=package) == str(kept.resolve())
+    assert check_kept("x", "s3://bucket/runs", "--x", cwd=package) == "s3://bucket/runs"
+    check_tracking_uri(f"sqlite:///{tmp_path / 'shared' / 'm.db'}", cwd=package)
+
+
+def test_outside_a_job_relative_paths_become_absolute(tmp_path):
+    assert job_package_dir(tmp_path) is None
+    assert check_kept("x", "runs", "--x", cwd=tmp_path) == str((tmp_path / "runs").resolve())
