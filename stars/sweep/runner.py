@@ -18,6 +18,7 @@ from stars.data.source import pretrain_split
 from stars.errors import JobError
 from stars.eval.config import EvalConfig
 from stars.model.checkpoint import encoder_state, read
+from stars.paths import check_kept
 from stars.sweep import results as res
 from stars.sweep.config import SweepConfig, monitor_metric_of, objective_monitor
 from stars.sweep.space import SearchSpace
@@ -26,11 +27,10 @@ from stars.sweep.trial import TrialPlan, stage2_trial
 from stars.tracking import runs as tr
 from stars.tracking.config import TrackingConfig
 from stars.train.config import ScaleConfig, Stage1JobConfig, Stage2JobConfig
+from stars.train.placement import DATA_TASK_CPUS
 from stars.train.resolve import resolve_stage1, resolve_stage2
 from stars.workflow.stages import Source, source_from_checkpoint, source_from_run, tracked_stage1
 from stars.workflow.tracker import Tracker, command_line
-
-DATA_CPUS = 0.5  # what a trial's Ray Data read / transform tasks need besides its workers
 
 
 @dataclass
@@ -90,7 +90,7 @@ def max_concurrent_trials(scale: ScaleConfig, sweep: SweepConfig) -> int:
     if sweep.max_concurrent > 0:
         return sweep.max_concurrent
     total = ray.cluster_resources()
-    need_cpu = sweep.trial_cpus + scale.num_workers * scale.cpus_per_worker + DATA_CPUS
+    need_cpu = sweep.trial_cpus + scale.num_workers * scale.cpus_per_worker + DATA_TASK_CPUS
     fits = math.floor(total.get("CPU", 0) / need_cpu + 1e-9)
     if scale.use_gpu:
         need_gpu = scale.num_workers * scale.gpus_per_worker
@@ -99,7 +99,7 @@ def max_concurrent_trials(scale: ScaleConfig, sweep: SweepConfig) -> int:
         raise JobError(
             f"one trial needs {need_cpu:g} CPUs{' and GPUs' if scale.use_gpu else ''} "
             f"(driver {sweep.trial_cpus:g} + {scale.num_workers} workers x "
-            f"{scale.cpus_per_worker:g} + data {DATA_CPUS:g}); the cluster has "
+            f"{scale.cpus_per_worker:g} + data {DATA_TASK_CPUS:g}); the cluster has "
             f"{total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs: lower "
             "scale.num_workers or scale.cpus_per_worker (--set), or add nodes"
         )
@@ -180,8 +180,9 @@ def _stage1_runs_of(tracker: Tracker, sweep: str) -> dict[str, Any]:
 
 def sweep_storage(req: SweepRequest) -> str:
     """``<scale.storage_path>/sweeps/<name>``: Tune state, trial runs and stage-1 points."""
-    base = req.stage2.config.scale.storage_path
-    root = base if "://" in base else str(Path(base).resolve())
+    root = check_kept(
+        "scale.storage_path", req.stage2.config.scale.storage_path, "--set scale.storage_path"
+    )
     return f"{root.rstrip('/')}/sweeps/{req.name}"
 
 
