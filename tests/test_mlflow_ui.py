@@ -137,6 +137,6 @@ def test_runs_page_nests_the_tuned_run_and_compare_shows_fewshot(
         assert run.info.run_name in text
         assert f"{run.data.metrics['fewshot_1shot_mean']:.3f}" in text
     assert (shots / "runs.png").stat().st_size > 10_000
-    if os.environ.get("STARS_SCREENSHOTS"):  # refresh the README's pictures
+    if os.environ.get("STARS_SCREENSHOTS"):  # keep the pictures where a person can see them
         for name in ("runs.png", "compare.png"):
             shutil.copy(shots / name, Path(os.environ["STARS_SCREENSHOTS"]) / f"mlflow-{name}")

@@ -156,3 +156,18 @@ def test_unknown_label_and_bad_name(tmp_path, ntu_dir):
     (tmp_path / "reading.skeleton").write_text(text)
     with pytest.raises(Rejected, match="file name"):
         parse_file(str(tmp_path / "reading.skeleton"), NtuOptions("ntu60"))
+
+
+def test_exclusion_list_reads_names_and_names_a_bad_file(tmp_path):
+    from stars.data.formats.ntu import read_exclusion_list
+    from stars.data.shards import DataError
+
+    listed = tmp_path / "missing.txt"
+    listed.write_text(
+        "# samples with missing skeletons\nS001C002P005R002A008\n\nS017C003P020R002A060 x\n"
+    )
+    assert read_exclusion_list(listed) == {"S001C002P005R002A008", "S017C003P020R002A060"}
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(DataError, match=r"bad\.txt"):
+        read_exclusion_list(bad)
