@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,9 +75,6 @@ def no_process_left_behind():
     """After the whole session (its Ray instance shut down last), no process the tests
     started is alive: Ray nodes, MLflow servers and spawned torch workers are all stopped by
     the tests themselves. Any survivor is listed, killed, and fails the run."""
-    import signal
-    import time
-
     before = set(_descendants(os.getpid()))
     yield
     deadline = time.time() + 30
@@ -131,6 +136,49 @@ def ray_local():
     finally:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(store: str, log: Path, artifacts: Path | None = None) -> Iterator[str]:
+    """``mlflow server`` on a free 127.0.0.1 port for the block (its URL); stopped by its
+    process group afterwards, whatever happened."""
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--backend-store-uri", store]
+    if artifacts is not None:
+        command += ["--artifacts-destination", str(artifacts)]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    reason = log.read_text()[-500:]
+                    raise RuntimeError(f"mlflow server did not start: {reason}") from None
+                time.sleep(1)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
 
 
 def _shared_data_root() -> Path:

@@ -8,15 +8,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import mlflow_server
 
 from stars.cli.pretrain import main as pretrain_main
 from stars.tracking import runs as tr
@@ -51,45 +46,6 @@ def _browser_or_skip():
         pytest.skip(message)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(store: str, port: int, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
-    server = subprocess.Popen(
-        [*command, "--port", str(port), "--backend-store-uri", store],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return server
-        except OSError:
-            if server.poll() is not None or time.time() > deadline:
-                raise RuntimeError(
-                    f"mlflow server did not start: {log.read_text()[-500:]}"
-                ) from None
-            time.sleep(1)
-
-
-def _stop(server: subprocess.Popen) -> None:
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=10)
-
-
 def test_runs_page_nests_the_tuned_run_and_compare_shows_fewshot(
     ray_local, tiny_dataset_dir, tmp_path, capsys
 ):
@@ -97,7 +53,6 @@ def test_runs_page_nests_the_tuned_run_and_compare_shows_fewshot(
     from playwright.sync_api import sync_playwright
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    port = _free_port()
     args = ["--preset", "tiny", "--data", str(tiny_dataset_dir), "--name", "ui"]
     args += ["--set", f"scale.storage_path={tmp_path / 'runs'}", "--tracking-uri", store]
     args += ["--protocols", "knn,fewshot"]
@@ -109,30 +64,27 @@ def test_runs_page_nests_the_tuned_run_and_compare_shows_fewshot(
     exp = c.get_experiment_by_name("stars-synthetic").experiment_id
     (s1,) = c.search_runs([exp], filter_string=f"tags.`{tr.STAGE}` = 'stage1'")
     (s2,) = c.search_runs([exp], filter_string=f"tags.`{tr.STAGE}` = 'stage2'")
-    base = f"http://127.0.0.1:{port}"
-    server = _serve(store, port, tmp_path / "server.log")
     shots = tmp_path / "screenshots"
     shots.mkdir()
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            # The printed link opens the experiment's runs, not the GenAI overview.
-            page.goto(runs_page.replace("http://127.0.0.1:5000", base))
-            page.get_by_text(s1.info.run_name, exact=True).wait_for(timeout=60_000)
-            assert page.get_by_text(s2.info.run_name, exact=True).count() == 0  # collapsed
-            page.locator("button[data-component-id*='runnamecellrenderer']").first.click()
-            page.get_by_text(s2.info.run_name, exact=True).wait_for(timeout=30_000)
-            page.screenshot(path=str(shots / "runs.png"))
-            # The compare link: both runs' few-shot accuracy on one page.
-            page.goto(compare.replace("http://127.0.0.1:5000", base))
-            page.get_by_text("fewshot_1shot_mean", exact=True).first.wait_for(timeout=90_000)
-            page.wait_for_timeout(1000)
-            text = page.inner_text("body")
-            page.screenshot(path=str(shots / "compare.png"), full_page=True)
-            browser.close()
-    finally:
-        _stop(server)
+    with mlflow_server(store, tmp_path / "server.log") as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1400})
+        # The printed link opens the experiment's runs, not the GenAI overview.
+        page.goto(runs_page.replace("http://127.0.0.1:5000", base))
+        page.get_by_text(s1.info.run_name, exact=True).wait_for(timeout=60_000)
+        assert page.get_by_text(s2.info.run_name, exact=True).count() == 0  # collapsed
+        page.locator("button[data-component-id*='runnamecellrenderer']").first.click()
+        page.get_by_text(s2.info.run_name, exact=True).wait_for(timeout=30_000)
+        page.screenshot(path=str(shots / "runs.png"))
+        # The compare link: both runs' few-shot accuracy on one page.
+        page.goto(compare.replace("http://127.0.0.1:5000", base))
+        page.get_by_text("Metrics", exact=True).first.wait_for(timeout=90_000)
+        page.get_by_text("Metrics", exact=True).first.scroll_into_view_if_needed()
+        page.get_by_text("fewshot_1shot_mean", exact=True).first.wait_for(timeout=30_000)
+        page.wait_for_timeout(1000)
+        text = page.inner_text("body")
+        page.screenshot(path=str(shots / "compare.png"), full_page=True)
+        browser.close()
     for run in (s1, s2):
         assert run.info.run_name in text
         assert f"{run.data.metrics['fewshot_1shot_mean']:.3f}" in text

@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import mlflow_server
 
 from stars.cli.lineage import main as lineage_main
 from stars.cli.pretrain import main as pretrain_main
@@ -173,47 +167,9 @@ def test_crash_ends_failed_and_resume_continues_the_same_run(ray_local, tiny_dat
     assert sorted(read(p)["epoch"] for p in ckpts) == [0, 1, 2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_main_job_against_a_real_mlflow_server(ray_local, tiny_dataset_dir, tmp_path):
-    port = _free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("mlflow server did not start") from None
-                time.sleep(1)
+    store = f"sqlite:///{tmp_path / 'server.db'}"
+    with mlflow_server(store, tmp_path / "server.log", tmp_path / "artifacts") as uri:
         args = _job(tiny_dataset_dir, tmp_path, uri, "http", "--protocols", "knn")
         assert pretrain_main(args) == 0
         c = client(uri)
@@ -224,13 +180,6 @@ def test_main_job_against_a_real_mlflow_server(ray_local, tiny_dataset_dir, tmp_
         assert len(stored) == 2  # both checkpoints went through the server
         result = json.loads(next((tmp_path / "artifacts").rglob("eval.json")).read_text())
         assert "knn_top1" in result["metrics"]
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
 
 
 def test_a_crashed_job_prints_the_error_and_the_failure_tail(

@@ -35,6 +35,17 @@ READ_COLUMNS = ["sample_index", "label", "num_frames", "split_mask", JOINTS]
 HOLDOUT_MODULUS = 10  # every 10th sample of a split (by sample_index) is held out
 
 
+def split_rows(batch: dict[str, np.ndarray], split_bit: int | None, holdout: str) -> np.ndarray:
+    """(B,) bool: the rows of a batch in the split (and holdout part) asked for."""
+    keep = np.ones(len(batch["sample_index"]), dtype=bool)
+    if split_bit is not None:
+        keep &= (batch["split_mask"] & (1 << split_bit)) != 0
+    if holdout != "all":
+        held = batch["sample_index"] % HOLDOUT_MODULUS == 0
+        keep &= held if holdout == "query" else ~held
+    return keep
+
+
 def transform_batch(
     batch: dict[str, np.ndarray],
     *,
@@ -53,12 +64,7 @@ def transform_batch(
     Returns:
         ``x`` (B', M, T, V, 3) float32, ``label`` and ``sample_index`` (B',) int64.
     """
-    keep = np.ones(len(batch["sample_index"]), dtype=bool)
-    if split_bit is not None:
-        keep &= (batch["split_mask"] & (1 << split_bit)) != 0
-    if holdout != "all":
-        held = batch["sample_index"] % HOLDOUT_MODULUS == 0
-        keep &= held if holdout == "query" else ~held
+    keep = split_rows(batch, split_bit, holdout)
     joints = batch[JOINTS][keep]
     lengths = batch["num_frames"][keep].astype(np.int64)
     index = batch["sample_index"][keep].astype(np.int64)
@@ -135,12 +141,7 @@ def select_block(
     batch: dict[str, np.ndarray], *, split_bit: int | None, holdout: str = "all"
 ) -> pa.Table:
     """The stored rows of one split, untransformed (the in-memory training path's input)."""
-    keep = np.ones(len(batch["sample_index"]), dtype=bool)
-    if split_bit is not None:
-        keep &= (batch["split_mask"] & (1 << split_bit)) != 0
-    if holdout != "all":
-        held = batch["sample_index"] % HOLDOUT_MODULUS == 0
-        keep &= held if holdout == "query" else ~held
+    keep = split_rows(batch, split_bit, holdout)
     return pa.table(
         {
             JOINTS: tensor_column(batch[JOINTS][keep]),

@@ -168,6 +168,7 @@ def stage1_sources(
             log=log,
             tags={tr.SWEEP: req.name, tr.SWEEP_POINT: str(i)},
             parent_run_id=sweep_run_id,
+            progress=True,
         )
         sources.append(Source(outcome.checkpoint, outcome.run_id, outcome.run_name))
     return sources
