@@ -42,7 +42,9 @@ def route_library_logs(log_file: Path | None, verbose: bool) -> None:
     if verbose:
         handlers.append(logging.StreamHandler(sys.stderr))
     else:
-        os.environ.setdefault("AIR_VERBOSITY", "0")  # Tune's own progress tables
+        # Tune's new output engine prints its experiment table whatever the verbosity; the
+        # classic reporter at verbose=0 prints nothing (our sweep prints its own lines).
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Ray, Ray Data and MLflow configure their loggers on import: import them before routing.
     import mlflow  # noqa: F401
     import ray
