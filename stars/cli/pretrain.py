@@ -143,10 +143,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def storage_log(storage_path: str, name: str):
     """``<storage>/<name>.log`` for a local storage path (None for a URI: logs stay in Ray's
-    session directory)."""
+    session directory); a path that would not outlive the job is refused first."""
     from pathlib import Path
 
-    return None if "://" in storage_path else Path(storage_path).resolve() / f"{name}.log"
+    from stars.paths import check_kept
+
+    root = check_kept("scale.storage_path", storage_path, "--set scale.storage_path")
+    return None if "://" in root else Path(root) / f"{name}.log"
 
 
 def data_line(data, split: str) -> str:
