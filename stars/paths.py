@@ -20,8 +20,22 @@ class StorageError(StarsError):
 
 def job_package_dir(cwd: Path | None = None) -> Path | None:
     """The temporary working-directory copy this driver runs in (``ray job submit``), or None."""
-    cwd = (cwd or Path.cwd()).resolve()
+    cwd = (cwd or working_dir()).resolve()
     return cwd if JOB_PACKAGE_MARK in str(cwd) else None
+
+
+def working_dir() -> Path:
+    """The current directory; a clear error when it was deleted under the running job."""
+    try:
+        return Path.cwd()
+    except FileNotFoundError:
+        # Seen with two `ray start` nodes on one machine sharing a --temp-dir: one node's
+        # runtime-env cleanup deletes the job package the driver runs in.
+        raise StorageError(
+            "the job's working directory was deleted while it ran: Ray removed its copy of "
+            "--working-dir. Nodes on one machine must not share a temp dir: start each with "
+            "its own `ray start --temp-dir=...`"
+        ) from None
 
 
 def check_kept(key: str, value: str, flag: str, cwd: Path | None = None) -> str:
@@ -30,7 +44,7 @@ def check_kept(key: str, value: str, flag: str, cwd: Path | None = None) -> str:
     if "://" in value:
         return value
     package = job_package_dir(cwd)
-    path = (Path(value) if Path(value).is_absolute() else (cwd or Path.cwd()) / value).resolve()
+    path = (Path(value) if Path(value).is_absolute() else (cwd or working_dir()) / value).resolve()
     if package is not None and (path == package or package in path.parents):
         raise StorageError(
             f"{key}={value!r} resolves to {path}, inside the temporary copy of the working "

@@ -25,3 +25,14 @@ def test_paths_inside_a_job_package_are_refused(tmp_path):
 def test_outside_a_job_relative_paths_become_absolute(tmp_path):
     assert job_package_dir(tmp_path) is None
     assert check_kept("x", "runs", "--x", cwd=tmp_path) == str((tmp_path / "runs").resolve())
+
+
+def test_a_deleted_working_directory_is_named_with_its_cause(tmp_path, monkeypatch):
+    """Two nodes on one machine sharing a temp dir delete each other's job package: the job
+    says so instead of a bare FileNotFoundError."""
+    gone = tmp_path / "pkg"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    with pytest.raises(StorageError, match=r"working directory was deleted.*--temp-dir"):
+        check_kept("scale.storage_path", "runs", "--set scale.storage_path")

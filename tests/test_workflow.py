@@ -197,6 +197,9 @@ def test_a_crashed_job_prints_the_error_and_the_failure_tail(
     assert err.startswith("pretrain.py: error: ")
     assert "last lines of the failure:" in err and "frozen_blocks must be in 0..2" in err
     assert "full logs:" in err
+    log_file = err.split("full logs: ", 1)[1].split(" and Ray", 1)[0]
+    logged = Path(log_file).read_text()
+    assert "pretrain.py failed" in logged and "Traceback" in logged  # for a bug report
     c = client(uri)
     (failed,) = _runs(c, "stage2")
     assert failed.info.status == "FAILED"

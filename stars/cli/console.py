@@ -16,6 +16,7 @@ from stars.errors import StarsError
 # Libraries whose logs are not the job's output (Ray Data, Train and Tune configure their own
 # loggers, so they are named too).
 QUIET_LOGGERS = (
+    "stars",  # the project's own log lines (e.g. a crash's traceback) belong in the file too
     "ray",
     "ray._private",  # ray.init clears the "ray" logger's handlers; its own messages come here
     "ray.data",
@@ -45,6 +46,9 @@ def route_library_logs(log_file: Path | None, verbose: bool) -> None:
         # Tune's new output engine prints its experiment table whatever the verbosity; the
         # classic reporter at verbose=0 prints nothing (our sweep prints its own lines).
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        # With a tracking server MLflow writes "View run ... at" to stdout at each run's end;
+        # the job prints its own runs/compare links.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # Ray, Ray Data and MLflow configure their loggers on import: import them before routing.
     import mlflow  # noqa: F401
     import ray
@@ -114,6 +118,8 @@ def job_console(prog: str, log_file: Path | None, verbose: bool = False) -> Iter
     except (StarsError, SystemExit, KeyboardInterrupt):
         raise
     except Exception as err:
+        # An unexpected error may be our bug: its traceback belongs in the log a user reports.
+        logging.getLogger("stars").error("%s failed", prog, exc_info=err)
         print(f"{prog}: error: {type(err).__name__}: {_first_line(err)}", file=sys.stderr)
         tail = failure_tail(err)
         if len(tail) > 1:

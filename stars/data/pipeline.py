@@ -195,7 +195,10 @@ class InMemoryTrainSet:
             parts = [b for b in parts if len(b["label"])]
             if not parts:
                 raise ValueError(f"rank {self.rank} received no training rows")
-            self.rows = {k: np.concatenate([b[k] for b in parts]) for k in parts[0]}
+            rows = {k: np.concatenate([b[k] for b in parts]) for k in parts[0]}
+            # Blocks arrive in no fixed order: sorting by id makes a seeded order reproducible.
+            order = np.argsort(rows["sample_index"], kind="stable")
+            self.rows = {k: v[order] for k, v in rows.items()}
         return self.rows
 
     def epoch(self, epoch: int, device: Any = "cpu") -> Iterator[dict[str, torch.Tensor]]:
@@ -224,22 +227,41 @@ class InMemoryTrainSet:
 
 
 class StreamingTrainSet:
-    """The streaming path: Ray Data transforms every epoch (:func:`iter_worker_batches`)."""
+    """The streaming path: Ray Data transforms every epoch (:func:`iter_worker_batches`).
+    With ``data.seed`` set, the local shuffle is seeded by the seed, the epoch and the rank,
+    so a resumed epoch sees that epoch's order, not the first epoch's."""
 
-    def __init__(self, shard: Any, cfg: DataConfig):
-        self.shard, self.cfg = shard, cfg
+    def __init__(self, shard: Any, cfg: DataConfig, rank: int = 0):
+        self.shard, self.cfg, self.rank = shard, cfg, rank
 
     def epoch(self, epoch: int, device: Any = "cpu") -> Iterator[dict[str, torch.Tensor]]:
-        return iter_worker_batches(self.shard, self.cfg, "train", device)
+        return iter_worker_batches(
+            self.shard,
+            self.cfg,
+            "train",
+            device,
+            shuffle_seed=epoch_seed(self.cfg, epoch, self.rank),
+        )
+
+
+def epoch_seed(cfg: DataConfig, epoch: int, rank: int) -> int | None:
+    """One int seed per (``data.seed``, epoch, rank); None when no seed is set."""
+    if cfg.seed is None:
+        return None
+    return int(np.random.SeedSequence([cfg.seed, epoch, rank]).generate_state(1)[0])
 
 
 def iter_worker_batches(
-    shard: Any, cfg: DataConfig, mode: Mode, device: torch.device | str | None = None
+    shard: Any,
+    cfg: DataConfig,
+    mode: Mode,
+    device: torch.device | str | None = None,
+    shuffle_seed: int | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Torch batches from a worker's dataset shard (``ray.train.get_dataset_shard``).
 
-    Training batches are locally shuffled and the last partial batch is dropped, so every rank
-    takes the same number of steps.
+    Training batches are locally shuffled (seeded by ``shuffle_seed``) and the last partial
+    batch is dropped, so every rank takes the same number of steps.
     """
     import torch
 
@@ -250,7 +272,7 @@ def iter_worker_batches(
         device=device if device is not None else "cpu",
         drop_last=train,
         local_shuffle_buffer_size=cfg.shuffle_buffer if train and cfg.shuffle_buffer else None,
-        local_shuffle_seed=cfg.seed if train else None,
+        local_shuffle_seed=shuffle_seed if train else None,
     )
 
 

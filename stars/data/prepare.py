@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,8 @@ def ensure_synthetic(cfg: SyntheticConfig, progress: bool = True) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=final.parent))
     try:
-        write_synthetic(tmp, spec, progress=progress)
+        # A bar redrawn in place is only readable on a terminal (not in `ray job logs`).
+        write_synthetic(tmp, spec, progress=progress and sys.stderr.isatty())
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -15,7 +15,7 @@ from typing import Any
 
 from stars.config import from_dict
 from stars.data.config import DataConfig
-from stars.data.pipeline import Mode, build_dataset, iter_worker_batches
+from stars.data.pipeline import Mode, build_dataset, epoch_seed, iter_worker_batches
 from stars.data.shards import SkeletonDataset
 
 
@@ -34,7 +34,8 @@ def stream_worker_loop(config: dict[str, Any]) -> None:
     for epoch in range(int(config["epochs"])):
         ids: list[int] = []
         steps, rows_after_warmup, t_warm = 0, 0, None
-        for batch in iter_worker_batches(shard, cfg, mode=config["mode"]):
+        seed = epoch_seed(cfg, epoch, rank)
+        for batch in iter_worker_batches(shard, cfg, mode=config["mode"], shuffle_seed=seed):
             if steps == warmup:
                 t_warm = time.perf_counter()
             if steps >= warmup:

@@ -18,7 +18,7 @@ from stars.eval.config import EvalConfig
 from stars.eval.finetune import FinetuneJobConfig, finetune_worker, restrict_to
 from stars.eval.subsets import save_subset, stratified_subset
 from stars.train.config import ScaleConfig
-from stars.train.launch import make_trainer, steps_per_epoch, train_dataset
+from stars.train.launch import make_trainer, stage_result, steps_per_epoch, train_dataset
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,8 @@ def run_finetune(
     """Fine-tune the encoder on the training split (or the sample ids ``subset`` of it) and
     test on the test split.
 
-    Returns ``{"top1", "top5", "train_samples"}`` of the last epoch (no selection on the test
-    split).
+    Returns ``{"top1", "top5"}`` of the last epoch (no selection on the test split),
+    ``train_samples``, and the mean training loss of the first and last epochs.
     """
     data, scale = job.data, job.scale
     ft = job.cfg.finetune if seed is None else dataclasses.replace(job.cfg.finetune, seed=seed)
@@ -75,14 +75,16 @@ def run_finetune(
         {"train": train, "test": build_dataset(data, job.test_split, "eval", dcfg)},
         split_only=["train"],
     )
-    result = trainer.fit()
-    if result.error is not None:
-        raise result.error
-    final = result.metrics or {}
+    result = stage_result(trainer.fit())
+    final = result.metrics
+    # The loss at both ends shows whether fine-tuning trained at all (e.g. a bad lr).
+    losses = [float(h["loss"]) for h in result.history]
     return {
         "top1": float(final["test_top1"]),
         "top5": float(final["test_top5"]),
         "train_samples": float(rows),
+        "train_loss_first": losses[0],
+        "train_loss_last": losses[-1],
     }
 
 
@@ -99,7 +101,7 @@ def run_semi_supervised(
     artifacts: dict[str, str] = {}
     for fraction in job.cfg.semi_fractions:
         tag = f"{fraction * 100:g}pct".replace(".", "_")
-        scores = []
+        scores, first, last = [], [], []
         for seed in range(job.cfg.semi_seeds):
             ids = stratified_subset(arrays["sample_index"], arrays["label"], fraction, seed)
             path = save_subset(
@@ -108,6 +110,10 @@ def run_semi_supervised(
             artifacts[f"semi_{tag}_seed{seed}"] = str(path)
             result = run_finetune(job, f"{name}-{tag}-seed{seed}", subset=ids, seed=seed)
             scores.append(result["top1"])
+            first.append(result["train_loss_first"])
+            last.append(result["train_loss_last"])
         metrics[f"semi_{tag}_top1_mean"] = float(np.mean(scores))
         metrics[f"semi_{tag}_top1_std"] = float(np.std(scores))
+        metrics[f"semi_{tag}_train_loss_first_mean"] = float(np.mean(first))
+        metrics[f"semi_{tag}_train_loss_last_mean"] = float(np.mean(last))
     return metrics, artifacts

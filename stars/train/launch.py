@@ -145,7 +145,7 @@ def run_stage1(
             name,
             {"train": train_dataset(data, split, cfg.data, in_memory)},
         )
-        return _stage_result(trainer.fit())
+        return stage_result(trainer.fit())
 
 
 def run_stage2(
@@ -221,10 +221,10 @@ def run_stage2(
             split_only=["train"],
             callbacks=callbacks,
         )
-        return _stage_result(trainer.fit(), best_metric=best)
+        return stage_result(trainer.fit(), best_metric=best)
 
 
-def _stage_result(result: Any, best_metric: str | None = None) -> StageResult:
+def stage_result(result: Any, best_metric: str | None = None) -> StageResult:
     from stars.model.checkpoint import read
 
     if result.error is not None:

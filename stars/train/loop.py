@@ -134,7 +134,7 @@ def run_loop(task: StageTask, settings: LoopSettings, loop_config: dict[str, Any
     train_set = (
         InMemoryTrainSet(shard, settings.data, worker.rank)
         if loop_config.get("train_in_memory")
-        else StreamingTrainSet(shard, settings.data)
+        else StreamingTrainSet(shard, settings.data, worker.rank)
     )
     run = RunRef.from_dict(loop_config.get("mlflow_run"))
     epoch_log = EpochLogger(run, worker.rank)

@@ -229,6 +229,9 @@ class Stage2Task(StageTask):
             return {}
         feats = {name: m.features(self.model.encoder) for name, m in self.monitors.items()}
         report = monitor_report(self.cfg.stage2, feats["monitor_bank"], feats.get("monitor_query"))
+        # Rank 0 monitors whole sets (they are never split across workers): the counts say so.
+        for name, features in feats.items():
+            report[f"{name}_samples"] = float(len(features))
         if self.objective:  # a sweep's trial: the value its scheduler compares each epoch
             report["objective"] = report[self.objective]
         return report

@@ -92,3 +92,24 @@ def test_in_memory_training_set_reads_once_and_permutes_each_epoch(tiny_dataset)
     assert [b["sample_index"].tolist() for b in other_rank.epoch(1)] != epochs[1]
     batch = next(iter(train.epoch(2)))
     assert tuple(batch["x"].shape) == (8, rows["joints"].shape[2], 32, 25, 3)
+
+
+def test_streaming_order_is_seeded_per_epoch_and_rank():
+    """A seeded streaming run shuffles each epoch and rank differently, and the same epoch
+    the same way again (a resumed epoch sees its own order, not epoch 0's)."""
+    from stars.data.pipeline import StreamingTrainSet, epoch_seed
+
+    cfg = DataConfig(seed=7)
+    seeds = {(e, r): epoch_seed(cfg, e, r) for e in range(3) for r in range(2)}
+    assert len(set(seeds.values())) == 6
+    assert epoch_seed(cfg, 2, 1) == seeds[(2, 1)]
+    assert epoch_seed(DataConfig(seed=None), 2, 1) is None
+
+    class Shard:
+        def iter_torch_batches(self, **kwargs):
+            self.kwargs = kwargs
+            return iter(())
+
+    shard = Shard()
+    list(StreamingTrainSet(shard, cfg, rank=1).epoch(2))
+    assert shard.kwargs["local_shuffle_seed"] == seeds[(2, 1)]

@@ -37,9 +37,15 @@ def test_three_stage_tuning_in_one_job(stage1_checkpoint, tiny_dataset, tmp_path
             "scale.num_to_keep=3",
             "stage2.queue_size=20",
             "optim.warmup_epochs=2",
+            "stage2.monitor=test",
         ],
     )
     result = run_stage2(cfg, stage1_checkpoint, "s2", tiny_dataset)
+    # Two workers split the training data, but rank 0 monitors the whole train/test sets.
+    protocol = tiny_dataset.protocol(None)
+    for h in result.history:
+        assert h["monitor_bank_samples"] == tiny_dataset.split_size(protocol["train"])
+        assert h["monitor_query_samples"] == tiny_dataset.split_size(protocol["test"])
     assert [h["phase"] for h in result.history] == ["heads", "tune"]
     # Linear warm-up over 2 epochs: the last step of epoch 0 runs at half the lr.
     lrs = [h["lr"] for h in result.history]

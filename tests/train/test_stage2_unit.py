@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as tmp_mp
@@ -126,11 +127,10 @@ def _reference_grads(x, ids, queue_state):
     model = _model(seed=5)
     queue = SupportQueue(8, CFG.dim)
     queue.load_state_dict(queue_state)
-    loss = contrastive_step(model, queue, x, ids, Stage2Config(queue_size=8), enqueue=False)
+    loss = contrastive_step(model, queue, x, ids, Stage2Config(queue_size=8))
     loss.backward()
-    return loss.detach(), {
-        n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None
-    }
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return loss.detach(), grads, {k: v.numpy().copy() for k, v in queue.state_dict().items()}
 
 
 def _distributed_worker(rank, world, port, x, ids, queue_state, out):
@@ -145,24 +145,19 @@ def _distributed_worker(rank, world, port, x, ids, queue_state, out):
     queue.load_state_dict(queue_state)
     n = x.shape[0] // world
     local = slice(rank * n, (rank + 1) * n)
-    loss = contrastive_step(
-        ddp, queue, x[local], ids[local], Stage2Config(queue_size=8), enqueue=False
-    )
+    loss = contrastive_step(ddp, queue, x[local], ids[local], Stage2Config(queue_size=8))
     loss.backward()
     total = loss.detach().clone()
     dist.all_reduce(total)
+    # numpy arrays travel by value (tensors would need this process alive)
+    queue_state = {k: v.numpy().copy() for k, v in queue.state_dict().items()}
     if rank == 0:
-        # numpy arrays travel by value (tensors would need this process alive)
-        out.put(
-            (
-                float(total) / world,
-                {
-                    k: v.grad.numpy().copy()
-                    for k, v in model.named_parameters()
-                    if v.grad is not None
-                },
-            )
-        )
+        grads = {
+            k: v.grad.numpy().copy() for k, v in model.named_parameters() if v.grad is not None
+        }
+        out.put((rank, float(total) / world, grads, queue_state))
+    else:
+        out.put((rank, None, None, queue_state))
     dist.barrier()
     dist.destroy_process_group()
 
@@ -175,7 +170,7 @@ def test_two_gloo_workers_match_one_process_on_the_concatenated_batch():
         torch.nn.functional.normalize(torch.randn(8, CFG.dim, generator=g), dim=1),
         torch.tensor([0, 1, 2, 3, 20, 21, 22, 23]),
     )
-    ref_loss, ref_grads = _reference_grads(x, ids, queue.state_dict())
+    ref_loss, ref_grads, ref_queue = _reference_grads(x, ids, queue.state_dict())
     ctx = tmp_mp.get_context("spawn")
     out = ctx.Queue()
     port = _free_port()
@@ -186,7 +181,8 @@ def test_two_gloo_workers_match_one_process_on_the_concatenated_batch():
     for p in procs:
         p.start()
     try:
-        loss, grads = out.get(timeout=120)
+        results = sorted((out.get(timeout=120) for _ in procs), key=lambda r: r[0])
+        (_, loss, grads, _), queues = results[0], [r[3] for r in results]
         for p in procs:
             p.join(timeout=60)
             assert p.exitcode == 0
@@ -203,6 +199,12 @@ def test_two_gloo_workers_match_one_process_on_the_concatenated_batch():
         torch.testing.assert_close(
             torch.from_numpy(grad), ref_grads[name], rtol=1e-3, atol=5e-5, msg=name
         )
+    # Every rank's queue received the whole global batch, in rank order: the same queue as
+    # one process that saw the concatenated batch.
+    for state in queues:
+        assert state.keys() == ref_queue.keys()
+        for key, value in state.items():
+            np.testing.assert_allclose(value, ref_queue[key], rtol=1e-4, atol=1e-5, err_msg=key)
 
 
 def test_symmetric_loss_option():

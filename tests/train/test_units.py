@@ -68,7 +68,7 @@ def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
 
 
 def test_the_best_monitor_checkpoint_is_selected(tmp_path):
-    from stars.train.launch import _stage_result
+    from stars.train.launch import stage_result
 
     def checkpoint(epoch: int):
         path = tmp_path / f"checkpoint_{epoch}"
@@ -90,10 +90,10 @@ def test_the_best_monitor_checkpoint_is_selected(tmp_path):
             ckpts.values(), key=lambda c: scores[int(Path(c.path).name.split("_")[1])]
         ),
     )
-    chosen = _stage_result(result, best_metric="monitor_knn_weighted_k20_top1")
+    chosen = stage_result(result, best_metric="monitor_knn_weighted_k20_top1")
     assert chosen.checkpoint_dir == ckpts[1].path  # the best epoch, not the last
     assert len(chosen.history) == 3  # the history comes from the latest checkpoint
-    assert _stage_result(result).checkpoint_dir == ckpts[2].path
+    assert stage_result(result).checkpoint_dir == ckpts[2].path
 
 
 class _Dir:

@@ -91,6 +91,13 @@ def test_cleaning_rules_on_constructed_bodies():
     assert actors == 2 and stats["bodies merged into actor 1"] == 1
     assert np.abs(joints[40:, 0]).max() > 0 and np.abs(joints[10:30, 1]).max() > 0
     assert np.abs(joints[:10, 1]).max() == 0
+    # A third body overlapping both actors' spans is dropped, counted, never written.
+    third = (np.arange(12, 26), tall[:14] * 0.001)
+    joints, actors, stats = clean(
+        60, {"a": (np.arange(40), tall), "overlap": overlap, "third": third}
+    )
+    assert actors == 2 and stats["bodies dropped: overlap both actors"] == 1
+    np.testing.assert_allclose(joints[12:26, 1], overlap[1][2:16] - tall[0, 1], atol=1e-5)
     with pytest.raises(Rejected, match="no body tracked for more than 11 frames"):
         clean(5, {"c": (np.arange(5), short)})
 
