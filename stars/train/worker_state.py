@@ -18,11 +18,18 @@ from stars.model.checkpoint import CHECKPOINT_FILE
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """bf16/fp16 autocast on CUDA; a no-op on CPU (CPU runs stay in fp32)."""
-    if device.type != "cuda" or amp == "none":
+    """bf16/fp16 autocast on CUDA; on a CPU, bf16 only where it trains faster (AMX), else
+    fp32 (see :func:`stars.train.precision.cpu_trains_faster_in_bf16`)."""
+    from stars.train.precision import cpu_trains_faster_in_bf16
+
+    if amp == "none":
+        return contextlib.nullcontext()
+    if device.type == "cpu":
+        if amp == "bf16" and cpu_trains_faster_in_bf16():
+            return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def configure_device(device: torch.device, tf32: bool) -> None:

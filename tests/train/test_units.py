@@ -142,3 +142,21 @@ def test_from_run_falls_back_to_the_mlflow_artifact(tmp_path):
     source = source_from_run(tracker, run.run_id)
     assert Path(source.checkpoint).is_file() and source.run_id == run.run_id
     ckpt.load_encoder(source.checkpoint)
+
+
+def test_cpu_training_uses_bf16_only_where_it_is_faster(tmp_path, monkeypatch):
+    from stars.train import precision
+    from stars.train.worker_state import autocast
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    assert {"avx512_bf16", "amx_bf16"} <= precision.cpu_flags(info)
+    assert precision.cpu_flags(tmp_path / "missing") == set()
+    a, b = torch.randn(4, 8), torch.randn(8, 4)
+    cpu = torch.device("cpu")
+    for amx, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(precision, "cpu_trains_faster_in_bf16", lambda amx=amx: amx)
+        with autocast(cpu, "bf16"):
+            assert (a @ b).dtype == expected
+        with autocast(cpu, "none"):
+            assert (a @ b).dtype == torch.float32
