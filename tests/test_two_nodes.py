@@ -108,6 +108,7 @@ def cluster(tmp_path_factory) -> Iterator[dict]:
         ) as tracking:
             yield {
                 "env": env,
+                "worker": started[1],
                 "address": f"http://127.0.0.1:{dashboard}",
                 "tracking": tracking,
                 "tmp": tmp,
@@ -231,3 +232,53 @@ def test_a_sweep_on_two_nodes(cluster, main_job):
     assert all(t.data.tags[tr.PARENT] == sweep.info.run_id for t in trials)
     assert (tmp / "runs" / "sweeps" / "two-node-sweep" / "results" / "results.csv").is_file()
     _results_outside_packages(cluster)
+
+
+def test_a_lost_node_fails_the_job_in_bounded_time_naming_it(cluster, main_job):
+    """Runs last: it kills the worker node. Stage-1 workers that need 2 CPUs can only run
+    there; once it is gone the head's one CPU cannot hold them, so instead of Ray Train's
+    endless restart attempts the job fails within its lost-node timeout, naming the node,
+    and the MLflow run ends FAILED with its checkpoints kept."""
+    tmp = cluster["tmp"]
+    command = [
+        RAY, "job", "submit", "--address", cluster["address"], "--working-dir", ".", "--",
+        "python", "jobs/pretrain.py", "--preset", "tiny", "--name", "lost-node",
+        "--stage1-only", "--protocols", "", "--set", "stage1.epochs=500",
+        "--set", "scale.cpus_per_worker=2", "--set", "scale.max_failures=1",
+        "--set", "scale.lost_node_timeout_s=20",
+        "--set", f"scale.storage_path={tmp / 'runs'}",
+        "--set", f"data.synthetic.cache_dir={tmp / 'data'}",
+        "--tracking-uri", cluster["tracking"],
+    ]  # fmt: skip
+    with (tmp / "lost-node.log").open("w") as log:
+        job = subprocess.Popen(
+            command, cwd=ROOT, env=cluster["env"], stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.time() + 300
+        while not list((tmp / "runs" / "lost-node-stage1").glob("checkpoint_*")):
+            assert job.poll() is None, (tmp / "lost-node.log").read_text()[-3000:]
+            assert time.time() < deadline, "no checkpoint within 5 minutes"
+            time.sleep(1)
+        os.killpg(cluster["worker"].pid, signal.SIGKILL)
+        lost_at = time.time()
+        job.wait(timeout=300)  # never a hang: node death (~15 s) + the 20 s timeout
+        waited = time.time() - lost_at
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait(timeout=30)
+    console = (tmp / "lost-node.log").read_text()
+    assert job.returncode != 0, console[-3000:]
+    assert "was lost" in console and "scale.lost_node_timeout_s" in console, console[-3000:]
+    assert waited < 240
+    c = main_job["client"]
+    (run,) = [r for r in _runs(c, "stage1") if r.info.run_id != _main_stage1(c)]
+    assert run.info.status == "FAILED" and "was lost" in run.data.tags[tr.ERROR]
+    assert list((tmp / "runs" / "lost-node-stage1").glob("checkpoint_*/checkpoint.pt"))
+
+
+def _main_stage1(client) -> str:
+    runs = [r for r in _runs(client, "stage1") if r.info.status == "FINISHED"]
+    (main,) = runs
+    return main.info.run_id

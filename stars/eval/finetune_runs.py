@@ -18,7 +18,13 @@ from stars.eval.config import EvalConfig
 from stars.eval.finetune import FinetuneJobConfig, finetune_worker, restrict_to
 from stars.eval.subsets import save_subset, stratified_subset
 from stars.train.config import ScaleConfig
-from stars.train.launch import make_trainer, stage_result, steps_per_epoch, train_dataset
+from stars.train.launch import (
+    fit_watched,
+    make_trainer,
+    stage_result,
+    steps_per_epoch,
+    train_dataset,
+)
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,7 @@ def run_finetune(
         {"train": train, "test": build_dataset(data, job.test_split, "eval", dcfg)},
         split_only=["train"],
     )
-    result = stage_result(trainer.fit())
+    result = stage_result(fit_watched(trainer, scale, name))
     final = result.metrics
     # The loss at both ends shows whether fine-tuning trained at all (e.g. a bad lr).
     losses = [float(h["loss"]) for h in result.history]

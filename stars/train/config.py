@@ -40,6 +40,8 @@ class ScaleConfig:
             a single CPU worker on a small machine can use more.
         checkpoint_every: write a checkpoint every this many epochs (and after the last);
             a failure loses at most the epochs since.
+        lost_node_timeout_s: after a node the run used is lost, how long the nodes left may
+            lack room for the workers before the run is stopped (never wait forever).
     """
 
     num_workers: int = 1
@@ -51,10 +53,13 @@ class ScaleConfig:
     num_to_keep: int = 2
     checkpoint_every: int = 1
     torch_threads: int = 0  # > 0: intra-op threads per worker (Ray's default follows its CPUs)
+    lost_node_timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
         if self.num_workers < 1 or self.checkpoint_every < 1 or self.num_to_keep < 1:
             raise ValueError("num_workers, checkpoint_every and num_to_keep must be >= 1")
+        if self.lost_node_timeout_s <= 0:
+            raise ValueError("lost_node_timeout_s must be > 0")
 
 
 @dataclass(frozen=True)

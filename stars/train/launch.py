@@ -17,6 +17,7 @@ from stars.tracking.epoch_metrics import RunRef
 from stars.train.config import ScaleConfig, Stage1JobConfig, Stage2Config, Stage2JobConfig
 from stars.train.placement import check_resources, check_shared
 from stars.train.progress import progress_queue
+from stars.train.watchdog import LostNodeWatchdog
 from stars.train.worker_state import Fault
 
 
@@ -90,6 +91,16 @@ def make_trainer(
     )
 
 
+def fit_watched(trainer: Any, scale: ScaleConfig, name: str) -> Any:
+    """``trainer.fit()``, stopped with a clear error when a lost node leaves too little room
+    for the workers (:mod:`stars.train.watchdog`)."""
+    per_worker = {"CPU": scale.cpus_per_worker}
+    if scale.use_gpu:
+        per_worker["GPU"] = scale.gpus_per_worker
+    with LostNodeWatchdog(per_worker, scale.num_workers, scale.lost_node_timeout_s, name):
+        return trainer.fit()
+
+
 def train_dataset(data: SkeletonDataset, split: str, cfg: DataConfig, in_memory: bool) -> Any:
     """The ``train`` dataset: raw rows (workers keep them and make the views) or the
     streaming, transformed pipeline."""
@@ -145,7 +156,7 @@ def run_stage1(
             name,
             {"train": train_dataset(data, split, cfg.data, in_memory)},
         )
-        return stage_result(trainer.fit())
+        return stage_result(fit_watched(trainer, cfg.scale, name))
 
 
 def run_stage2(
@@ -221,7 +232,7 @@ def run_stage2(
             split_only=["train"],
             callbacks=callbacks,
         )
-        return stage_result(trainer.fit(), best_metric=best)
+        return stage_result(fit_watched(trainer, cfg.scale, name), best_metric=best)
 
 
 def stage_result(result: Any, best_metric: str | None = None) -> StageResult:
