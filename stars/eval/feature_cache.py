@@ -54,12 +54,14 @@ class FeatureCache:
         self.model_cfg = None if self.raw else encoder_state(read(checkpoint), checkpoint)[0]
         self.use_gpu = use_gpu
         self.sets: dict[str, FeatureSet] = {}
+        self._encoder = None
         self._all: FeatureSet | None = None
 
     def __call__(self, split: str) -> FeatureSet:
-        """Features of ``split``. The whole dataset is encoded in one pass the first time
-        (protocols need most splits anyway; one read of the shards and, on the Ray path, one
-        pool start-up) and every split is served from it."""
+        """Features of ``split``. In process, each split is encoded from views of the whole
+        dataset read once (:func:`eval_views`); the Ray path encodes the whole dataset in
+        one pass the first time (a pass has a fixed cost of seconds; protocols need most
+        splits anyway) and serves every split from it."""
         if split in self.sets:
             return self.sets[split]
         if self.raw:
@@ -70,6 +72,10 @@ class FeatureCache:
                 a["label"].astype(np.int64),
                 a["sample_index"].astype(np.int64),
             )
+        elif use_in_process(self.cfg, self.data, self.model_cfg, self.use_gpu):
+            if self._encoder is None:
+                self._encoder = load_encoder(self.checkpoint)
+            fs = encode_split(self._encoder, self.data, split, self.data_cfg)
         else:
             if self._all is None:
                 self._all = self._encode_all()
@@ -87,10 +93,7 @@ class FeatureCache:
         return fs
 
     def _encode_all(self) -> FeatureSet:
-        """Every sample's features: in this process for small data and encoders, else over
-        a Ray Data actor pool."""
-        if use_in_process(self.cfg, self.data, self.model_cfg, self.use_gpu):
-            return encode_split(load_encoder(self.checkpoint), self.data, None, self.data_cfg)
+        """Every sample's features over a Ray Data actor pool."""
         return extract_features(
             self.checkpoint,
             self.data,

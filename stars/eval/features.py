@@ -102,15 +102,13 @@ EVAL_VIEW_CACHE_MAX_BYTES = 1 << 30
 _eval_view_cache: dict[tuple, dict[str, np.ndarray]] = {}
 
 
-def eval_views(
-    data: SkeletonDataset, split: str | None, num_frames: int, eval_crop: float
-) -> dict[str, np.ndarray]:
-    """``x`` (N, M, T, V, 3) centred crops of ``split`` with ``label`` and ``sample_index``;
-    the last result is kept in memory for the next encoder."""
-    key = (str(data.root), data.digest, split, num_frames, eval_crop)
+def eval_views(data: SkeletonDataset, num_frames: int, eval_crop: float) -> dict[str, np.ndarray]:
+    """``x`` (N, M, T, V, 3) centred crops of every sample with ``label`` and
+    ``sample_index``; the last result is kept in memory for the next encoder or split."""
+    key = (str(data.root), data.digest, num_frames, eval_crop)
     if key in _eval_view_cache:
         return _eval_view_cache[key]
-    arrays = data.read_split(split, ["joints", "num_frames", "label", "sample_index"])
+    arrays = data.read_split(None, ["joints", "num_frames", "label", "sample_index"])
     views = {
         "x": eval_view(
             arrays["joints"], arrays["num_frames"], out_frames=num_frames, ratio=eval_crop
@@ -134,17 +132,20 @@ def encode_split(
 ) -> FeatureSet:
     """In-process features of ``split`` with the centred crop (rows in storage order =
     index order): (N, C) features, (N,) labels and sample ids."""
-    views = eval_views(data, split, encoder.cfg.num_frames, cfg.eval_crop)
+    views = eval_views(data, encoder.cfg.num_frames, cfg.eval_crop)
+    rows = np.arange(len(views["label"]))
+    if split is not None:
+        ids = data.read_split(split, ["sample_index"])["sample_index"]
+        rows = np.flatnonzero(np.isin(views["sample_index"], ids))
     encoder.eval()
     parts = []
-    for lo in range(0, len(views["label"]), batch_size):
+    for lo in range(0, len(rows), batch_size):
+        take = rows[lo : lo + batch_size]
         parts.append(
             {
-                "feature": encoder.forward_features(
-                    torch.from_numpy(views["x"][lo : lo + batch_size])
-                ).numpy(),
-                "label": views["label"][lo : lo + batch_size],
-                "sample_index": views["sample_index"][lo : lo + batch_size],
+                "feature": encoder.forward_features(torch.from_numpy(views["x"][take])).numpy(),
+                "label": views["label"][take],
+                "sample_index": views["sample_index"][take],
             }
         )
     return FeatureSet.from_parts(parts, encoder.cfg.dim)
