@@ -23,6 +23,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from stars.errors import StarsError
+from stars.train.placement import alive_nodes
 
 
 class NodeLostError(StarsError):
@@ -45,15 +46,9 @@ def fits(nodes: list[dict], per_worker: dict[str, float], workers: int) -> bool:
     return placed >= workers
 
 
-def _alive_nodes() -> list[dict]:
-    import ray
-
-    return [n for n in ray.nodes() if n.get("Alive")]
-
-
 class LostNodeWatchdog:
-    """Context manager around ``trainer.fit()`` (in the main thread; elsewhere, e.g. in a
-    sweep's trial thread, it only watches nothing and lets Ray Train decide)."""
+    """Context manager around ``trainer.fit()``. Active in the main thread only (a signal
+    handler needs it); elsewhere, e.g. in a sweep's trial thread, Ray Train decides alone."""
 
     def __init__(
         self,
@@ -62,7 +57,7 @@ class LostNodeWatchdog:
         timeout_s: float,
         run_name: str,
         poll_s: float = 2.0,
-        nodes: Callable[[], list[dict]] = _alive_nodes,
+        nodes: Callable[[], list[dict]] = alive_nodes,
         interrupt: Callable[[], None] | None = None,
     ):
         self.per_worker, self.workers, self.timeout_s = per_worker, workers, timeout_s
