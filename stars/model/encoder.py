@@ -84,8 +84,30 @@ class SkeletonEncoder(nn.Module):
         return tokens.reshape(N, M, tokens.shape[1], -1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled sequence feature: mean over actors and tokens. x (N, M, T, V, 3) -> (N, C)."""
-        return self.forward_tokens(x).mean(dim=(1, 2))
+        """Pooled sequence feature: mean over actors and tokens. x (N, M, T, V, 3) -> (N, C).
+
+        In eval mode an absent actor (all zeros) is encoded once per batch rather than once per
+        sample (:meth:`pooled_present_actors`); in training mode every actor is encoded.
+        """
+        if self.training or x.shape[1] == 1:
+            return self.forward_tokens(x).mean(dim=(1, 2))
+        return self.pooled_present_actors(x).mean(dim=1)
+
+    def pooled_present_actors(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-actor pooled features (N, M, C) of x (N, M, T, V, 3), in eval mode.
+
+        Without dropout an actor's feature depends on its own frames only, so every absent
+        actor (all coordinates zero: the padding of single-actor samples, most of NTU and all
+        of the synthetic data) has the same feature: one zero sequence stands for all of them,
+        and evaluation encodes about half the sequences.
+        """
+        N, M = x.shape[:2]
+        present = x.reshape(N, M, -1).ne(0).any(dim=2)  # (N, M)
+        sequences = torch.cat([x[present], x.new_zeros((1, *x.shape[2:]))])  # (P + 1, T, V, 3)
+        pooled = self.forward_tokens(sequences[:, None]).mean(dim=2)[:, 0]  # (P + 1, C)
+        per_actor = pooled[-1].expand(N, M, -1).clone()
+        per_actor[present] = pooled[:-1]
+        return per_actor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)

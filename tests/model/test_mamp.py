@@ -126,3 +126,26 @@ def test_layer_ids_and_no_weight_decay():
     assert ids["encoder.blocks.1.mlp.fc2.bias"] == 2
     assert ids["encoder.norm.weight"] == 3 == ids["decoder_pred.weight"]
     assert {"encoder.temp_embed", "mask_token", "decoder_pos_embed"} <= model.no_weight_decay()
+
+
+def test_eval_features_encode_an_absent_actor_once_and_match_every_actor_encoded():
+    cfg = preset("tiny")
+    encoder = MAMP(cfg).encoder.eval()
+    torch.manual_seed(0)
+    x = torch.randn(5, 2, cfg.num_frames, cfg.num_joints, 3)
+    x[[0, 2, 3], 1] = 0.0  # single-actor samples: the second actor is padding
+    x[4, 1, : cfg.num_frames // 2] = 0.0  # present for half the sequence: still encoded
+    every_actor = encoder.forward_tokens(x).mean(dim=(1, 2))
+    seen = []
+    hook = encoder.blocks[0].register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
+    with torch.no_grad():
+        fast = encoder.forward_features(x)
+    hook.remove()
+    torch.testing.assert_close(fast, every_actor, rtol=1e-5, atol=1e-6)
+    assert seen == [7 + 1]  # 7 present actors and one zero sequence for the 3 absent ones
+    encoder.train()  # training encodes every actor (dropout and drop-path act per sequence)
+    seen.clear()
+    hook = encoder.blocks[0].register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
+    encoder.forward_features(x)
+    hook.remove()
+    assert seen == [10]
