@@ -14,6 +14,11 @@ from typing import Any
 from stars.errors import StarsError
 from stars.presets import DEFAULT_PRESET, PRESETS
 
+DATA_HELP = (
+    "dataset directory, or a URI every node reads (s3://bucket/path, gs://...; pyarrow's "
+    "query options such as ?region=... allowed); default: the embedded synthetic data"
+)
+
 
 def one_line(err: BaseException) -> str:
     """An error's message on one line (parsers and torch write paragraphs)."""

@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from stars.cli.common import (
+    DATA_HELP,
     add_config_args,
     add_verbose_arg,
     init_ray,
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(the raw-pose baseline: centred, resized, flattened coordinates) or 'random' (a "
         "seeded, randomly initialised encoder of the --preset's architecture)",
     )
-    parser.add_argument("--data", help="dataset directory (default: embedded synthetic data)")
+    parser.add_argument("--data", help=DATA_HELP)
     parser.add_argument(
         "--protocols",
         help=f"comma-separated, from: {','.join(PROTOCOLS)} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from stars.cli.common import (
+    DATA_HELP,
     add_config_args,
     add_overrides_argument,
     add_tracking_args,
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(
         parser, "YAML file with sections stage1, stage2, eval, tracking (each optional)"
     )
-    parser.add_argument("--data", help="dataset directory (default: embedded synthetic data)")
+    parser.add_argument("--data", help=DATA_HELP)
     parser.add_argument("--name", help="Ray run name prefix (default: generated); re-use resumes")
     parser.add_argument(
         "--stage1-only", action="store_true", help="pre-train and evaluate, no stage 2"

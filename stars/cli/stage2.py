@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from stars.cli.common import (
+    DATA_HELP,
     add_config_args,
     add_overrides_argument,
     add_tracking_args,
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source.add_argument("--from-run", help="the stage-1 MLflow run RUN_ID")
     add_config_args(parser, "YAML file of stage-2 job keys (e.g. a sweep's best config)")
-    parser.add_argument("--data", help="dataset directory (default: embedded synthetic data)")
+    parser.add_argument("--data", help=DATA_HELP)
     parser.add_argument("--name", help="Ray run name (default: generated); re-use resumes")
     parser.add_argument(
         "--protocols",

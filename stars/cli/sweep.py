@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from stars.cli.common import (
+    DATA_HELP,
     add_config_args,
     add_overrides_argument,
     add_tracking_args,
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--scheduler", choices=["asha", "none"], help="ASHA early stopping")
     parser.add_argument("--search", choices=["random", "grid", "optuna"], help="search algorithm")
-    parser.add_argument("--data", help="dataset directory (default: embedded synthetic data)")
+    parser.add_argument("--data", help=DATA_HELP)
     parser.add_argument(
         "--name", help="sweep name (default: generated); with --resume, the one to continue"
     )

@@ -129,7 +129,11 @@ def build_dataset(
     import ray.data
 
     bit = data.split_bit(split) if split is not None else None
-    ds = ray.data.read_parquet(data.shard_paths, shuffle="files" if mode == "train" else None)
+    ds = ray.data.read_parquet(
+        data.shard_paths,
+        filesystem=data.filesystem,
+        shuffle="files" if mode == "train" else None,
+    )
     ds = ds.select_columns(READ_COLUMNS)
     fn = functools.partial(transform_block, split_bit=bit, mode=mode, cfg=cfg, holdout=holdout)
     return ds.map_batches(
@@ -159,7 +163,8 @@ def build_base_dataset(data: SkeletonDataset, split: str | None) -> ray.data.Dat
     import ray.data
 
     bit = data.split_bit(split) if split is not None else None
-    ds = ray.data.read_parquet(data.shard_paths).select_columns(READ_COLUMNS)
+    ds = ray.data.read_parquet(data.shard_paths, filesystem=data.filesystem)
+    ds = ds.select_columns(READ_COLUMNS)
     return ds.map_batches(
         functools.partial(select_block, split_bit=bit), batch_format="numpy", zero_copy_batch=True
     )

@@ -25,6 +25,7 @@ lists every shard with its row count, byte size and SHA-256.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -38,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stars.data.location import Location, is_uri
 from stars.errors import StarsError
 from stars.skeleton import JointLayout, get_layout
 
@@ -385,14 +387,30 @@ def content_digest(manifest: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class SkeletonDataset:
-    """A validated sharded dataset on disk (see :func:`open_dataset`)."""
+    """A validated sharded dataset (see :func:`open_dataset`): ``root`` is a local directory
+    (a ``Path``) or a URI such as ``s3://bucket/ntu60`` (a ``str``)."""
 
-    root: Path
+    root: Path | str
     manifest: dict[str, Any]
 
     @property
+    def location(self) -> Location:
+        return dataset_location(str(self.root))
+
+    @property
+    def filesystem(self) -> Any:
+        """The pyarrow file system of a URI dataset; None for a local one (read as is)."""
+        return self.location.filesystem if is_uri(self.root) else None
+
+    @property
+    def absolute_root(self) -> str:
+        """The root as jobs record it: a URI as given, a local path made absolute."""
+        return str(self.root) if is_uri(self.root) else str(Path(self.root).resolve())
+
+    @property
     def shard_paths(self) -> list[str]:
-        return [str(self.root / s["file"]) for s in self.manifest["shards"]]
+        """Shard paths inside :attr:`filesystem` (local: plain paths)."""
+        return [self.location.path(s["file"]) for s in self.manifest["shards"]]
 
     @property
     def num_samples(self) -> int:
@@ -463,7 +481,7 @@ class SkeletonDataset:
         parts = []
         for path in self.shard_paths:
             try:
-                table = pq.read_table(path, columns=need)
+                table = pq.read_table(path, columns=need, filesystem=self.filesystem)
             except (pa.ArrowException, OSError) as err:
                 raise DataError(f"shard {path}: cannot be read ({err})") from err
             if split is not None:
@@ -487,16 +505,27 @@ class SkeletonDataset:
         return out
 
 
+def dataset_location(root: str) -> Location:
+    """The :class:`Location` of a dataset root; a URI's is made once per process (opening an
+    S3 bucket without ``?region=`` asks S3 for its region)."""
+    return _remote_location(root) if is_uri(root) else Location.of(root)
+
+
+@functools.lru_cache(maxsize=32)
+def _remote_location(root: str) -> Location:
+    return Location.of(root)
+
+
 def load_manifest(root: str | Path) -> dict[str, Any]:
-    root = Path(root)
-    path = root / MANIFEST_NAME
-    if not path.exists():
+    loc = dataset_location(str(root))
+    path = loc.show(MANIFEST_NAME)
+    if loc.size(MANIFEST_NAME) is None:
         raise DataError(
-            f"{root} is not a STARS dataset: {MANIFEST_NAME} is missing "
+            f"{loc.show()} is not a STARS dataset: {MANIFEST_NAME} is missing "
             "(build one with jobs/prepare_data.py)"
         )
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(loc.read_bytes(MANIFEST_NAME))
     except json.JSONDecodeError as err:
         raise DataError(f"{path} is not valid JSON: {err}") from err
     for key in (
@@ -531,48 +560,59 @@ def open_dataset(root: str | Path, verify_checksums: bool = False) -> SkeletonDa
     Raises:
         DataError naming the shard and the mismatch.
     """
-    root = Path(root)
+    root = str(root) if is_uri(root) else Path(root)
+    loc = dataset_location(str(root))
     manifest = load_manifest(root)
     expected = arrow_schema(
         manifest["t_max"], manifest["num_bodies"], manifest["layout"]["num_joints"]
     )
     total = 0
     for shard in manifest["shards"]:
-        path = root / shard["file"]
-        if not path.exists():
-            raise DataError(f"shard {path} listed in the manifest is missing")
-        size = path.stat().st_size
+        path, name = loc.path(shard["file"]), loc.show(shard["file"])
+        size = loc.size(shard["file"])
+        if size is None:
+            raise DataError(f"shard {name} listed in the manifest is missing")
         if size != shard["bytes"]:
             raise DataError(
-                f"shard {path}: {size} bytes on disk, manifest says {shard['bytes']}"
+                f"shard {name}: {size} bytes on disk, manifest says {shard['bytes']}"
                 " (truncated or replaced)"
             )
         try:
-            meta = pq.read_metadata(path)
-            schema = pq.read_schema(path)
+            meta = pq.read_metadata(path, filesystem=loc.filesystem)
+            schema = pq.read_schema(path, filesystem=loc.filesystem)
         except (pa.ArrowException, OSError) as err:
-            raise DataError(f"shard {path}: not a readable Parquet file ({err})") from err
+            raise DataError(f"shard {name}: not a readable Parquet file ({err})") from err
         if meta.num_rows != shard["rows"]:
-            raise DataError(f"shard {path}: {meta.num_rows} rows, manifest says {shard['rows']}")
+            raise DataError(f"shard {name}: {meta.num_rows} rows, manifest says {shard['rows']}")
         if not schema.equals(expected, check_metadata=False):
             raise DataError(
-                f"shard {path}: schema does not match the manifest "
+                f"shard {name}: schema does not match the manifest "
                 f"(expected joints {expected.field(JOINTS).type}, "
                 f"got {_describe(schema)})"
             )
-        if verify_checksums and sha256_file(path) != shard["sha256"]:
-            raise DataError(f"shard {path}: SHA-256 differs from the manifest (corrupted)")
+        if verify_checksums and _sha256(loc, shard["file"]) != shard["sha256"]:
+            raise DataError(f"shard {name}: SHA-256 differs from the manifest (corrupted)")
         total += shard["rows"]
     if total != manifest["num_samples"]:
         raise DataError(
-            f"{root}: shards hold {total} rows, manifest says {manifest['num_samples']}"
+            f"{loc.show()}: shards hold {total} rows, manifest says {manifest['num_samples']}"
         )
     if content_digest(manifest) != manifest["digest"]:
         raise DataError(
-            f"{root / MANIFEST_NAME}: content digest does not match its own "
+            f"{loc.show(MANIFEST_NAME)}: content digest does not match its own "
             "entries (the manifest was edited)"
         )
     return SkeletonDataset(root, manifest)
+
+
+def _sha256(loc: Location, name: str, chunk: int = 1 << 22) -> str:
+    if not loc.remote:
+        return sha256_file(loc.path(name))
+    digest = hashlib.sha256()
+    with loc.filesystem.open_input_stream(loc.path(name)) as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _describe(schema: pa.Schema) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stars.data.config import DataConfig
+from stars.data.location import is_uri
 from stars.data.prepare import ensure_synthetic
 from stars.data.shards import SkeletonDataset, open_dataset
 from stars.paths import check_kept
@@ -14,7 +15,7 @@ from stars.paths import check_kept
 def resolve_data(cfg: DataConfig, progress: bool = True) -> SkeletonDataset:
     """The dataset of a job: ``data.path`` or the embedded synthetic set (generated once)."""
     if cfg.path:
-        return open_dataset(Path(cfg.path))
+        return open_dataset(cfg.path if is_uri(cfg.path) else Path(cfg.path))
     flag = "--set data.synthetic.cache_dir"
     check_kept("data.synthetic.cache_dir", cfg.synthetic.cache_dir, flag)
     return open_dataset(ensure_synthetic(cfg.synthetic, progress=progress))

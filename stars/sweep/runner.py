@@ -309,7 +309,7 @@ def run_sweep(
         plan = TrialPlan(
             sweep_name=req.name,
             sweep_run_id=sweep_run.run_id,
-            data_path=str(Path(data.root).resolve()),
+            data_path=data.absolute_root,
             storage_path=f"{storage}/train",
             stage2=to_dict(stage2.config),
             explicit=sorted(stage2.explicit),

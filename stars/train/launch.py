@@ -15,7 +15,7 @@ from stars.model.checkpoint import CHECKPOINT_FILE
 from stars.paths import check_kept
 from stars.tracking.epoch_metrics import RunRef
 from stars.train.config import ScaleConfig, Stage1JobConfig, Stage2Config, Stage2JobConfig
-from stars.train.placement import check_resources, check_shared
+from stars.train.placement import check_data_readable, check_resources, check_shared
 from stars.train.progress import progress_queue
 from stars.train.watchdog import LostNodeWatchdog
 from stars.train.worker_state import Fault
@@ -133,6 +133,7 @@ def run_stage1(
     resume when ``name`` already has checkpoints under the storage path."""
     from stars.train.stage1 import stage1_worker
 
+    check_data_readable(data)
     split = pretrain_split(data, cfg.data.protocol)
     steps = steps_per_epoch(data.split_size(split), cfg.scale.num_workers, cfg.data.batch_size)
     in_memory = fits_in_memory(data, split, cfg.data, cfg.scale.num_workers)
@@ -182,6 +183,7 @@ def run_stage2(
     from stars.train.stage2 import stage2_worker
 
     source_file = Path(source).resolve()
+    check_data_readable(data)
     split = pretrain_split(data, cfg.data.protocol)
     in_memory = fits_in_memory(data, split, cfg.data, cfg.scale.num_workers)
     datasets = {"train": train_dataset(data, split, cfg.data, in_memory)}

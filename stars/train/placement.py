@@ -11,6 +11,7 @@ import math
 import uuid
 from pathlib import Path
 
+from stars.data.shards import DataError, SkeletonDataset
 from stars.errors import StarsError
 from stars.paths import StorageError
 from stars.train.config import ScaleConfig
@@ -48,7 +49,7 @@ def check_shared(path: str, what: str, flag: str) -> None:
 
     try:
         checks = {
-            n["NodeManagerAddress"] + " " + n["NodeID"][:8]: sees.options(
+            _node_label(n): sees.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
             ).remote(str(probe))
             for n in nodes
@@ -60,6 +61,49 @@ def check_shared(path: str, what: str, flag: str) -> None:
         raise StorageError(
             f"{what} {path} is not shared: node(s) {', '.join(missing)} cannot see it. "
             f"{flag} a mount every node has, or a URI (s3://..., gs://...)"
+        )
+
+
+def _node_label(node: dict) -> str:
+    return node["NodeManagerAddress"] + " " + node["NodeID"][:8]
+
+
+def check_data_readable(data: SkeletonDataset) -> None:
+    """On a multi-node cluster, every node must read the dataset: a task on each node opens
+    its manifest the way Ray Data's readers will (a local path, or a URI with the node's
+    credentials). Fails naming the nodes that cannot, before any training starts."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = alive_nodes()
+    if len(nodes) < 2:
+        return
+
+    @ray.remote(num_cpus=0)
+    def reads(root: str) -> str:
+        from stars.data.shards import load_manifest
+
+        try:
+            load_manifest(root)
+        except Exception as err:  # reported per node below, whatever the file system says
+            return str(err).splitlines()[0] if str(err) else type(err).__name__
+        return ""
+
+    root = str(data.root)
+    checks = {
+        _node_label(n): reads.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+        ).remote(root)
+        for n in nodes
+    }
+    failed = {node: ray.get(ref, timeout=120) for node, ref in checks.items()}
+    failed = {node: why for node, why in failed.items() if why}
+    if failed:
+        detail = "; ".join(f"node {node}: {why}" for node, why in failed.items())
+        raise DataError(
+            f"the dataset {data.location.show()} cannot be read on every node ({detail}). "
+            "Put it where every node reads it: a shared mount, or a URI (s3://..., gs://...) "
+            "with credentials on every node"
         )
 
 

@@ -10,7 +10,6 @@ user set explicitly to another value is an error naming the key (:func:`stars.co
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TypeVar
 
 from stars.config import ConfigError, Layered, load_layers, pin, set_dotted
@@ -34,7 +33,7 @@ def pin_dataset(layered: Layered[T], data: SkeletonDataset) -> Layered[T]:
             f"{synthetic[0]} describes the embedded synthetic dataset, but data.path is set "
             f"({layered.config.data.path}): drop one of them"
         )
-    root = str(Path(data.root).resolve())
+    root = data.absolute_root
     cfg = set_dotted(layered.config, "data.path", root)
     storage = check_kept("scale.storage_path", cfg.scale.storage_path, "--set scale.storage_path")
     return Layered(set_dotted(cfg, "scale.storage_path", storage), layered.explicit)

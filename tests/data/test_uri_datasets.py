@@ -1,0 +1,157 @@
+"""Datasets read from a URI (``--data s3://...``), against a real S3 API: moto's server on
+loopback, stopped by its process group afterwards."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import free_port
+
+from stars.data.location import LocationError
+from stars.data.shards import DataError, open_dataset
+
+BUCKET = "stars-data"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of an S3 server holding the bucket ``stars-data``."""
+    pytest.importorskip("moto.server", reason="the S3 test server (moto[server], dev extra)")
+    port = free_port()
+    log = tmp_path_factory.mktemp("s3") / "moto.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    reason = log.read_text()[-500:]
+                    raise RuntimeError(f"moto server did not start: {reason}") from None
+                time.sleep(0.3)
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+
+
+def s3_client(endpoint: str):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=f"http://{endpoint}",
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
+def upload(endpoint: str, local: Path, prefix: str) -> str:
+    """Copy a dataset directory to ``s3://stars-data/<prefix>``; its URI for pyarrow.
+
+    The objects are public-read, so readers need no credentials: the session's Ray workers
+    started before this module and do not have any."""
+    client = s3_client(endpoint)
+    if BUCKET not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
+        client.create_bucket(Bucket=BUCKET)
+    for path in sorted(local.iterdir()):
+        client.upload_file(
+            str(path), BUCKET, f"{prefix}/{path.name}", ExtraArgs={"ACL": "public-read"}
+        )
+    return f"s3://{BUCKET}/{prefix}?endpoint_override={endpoint}&scheme=http&region=us-east-1"
+
+
+@pytest.fixture(scope="module")
+def s3_dataset(s3_endpoint: str, tiny_dataset_dir: Path) -> str:
+    return upload(s3_endpoint, tiny_dataset_dir, "tiny")
+
+
+def test_a_dataset_on_s3_opens_and_reads_like_its_local_copy(s3_dataset, tiny_dataset):
+    remote = open_dataset(s3_dataset, verify_checksums=True)
+    assert remote.root == s3_dataset and remote.absolute_root == s3_dataset
+    assert remote.digest == tiny_dataset.digest
+    assert remote.shard_paths[0].startswith(f"{BUCKET}/tiny/shard-")
+    split = tiny_dataset.protocol()["train"]
+    mine, theirs = remote.read_split(split), tiny_dataset.read_split(split)
+    assert set(mine) == set(theirs)
+    for name in mine:
+        np.testing.assert_array_equal(mine[name], theirs[name])
+
+
+def test_a_missing_shard_on_s3_is_named_by_its_uri(s3_endpoint, tiny_dataset_dir):
+    uri = upload(s3_endpoint, tiny_dataset_dir, "broken")
+    s3_client(s3_endpoint).delete_object(Bucket=BUCKET, Key="broken/shard-00001.parquet")
+    with pytest.raises(
+        DataError, match=r"shard s3://stars-data/broken/shard-00001\.parquet .*missing"
+    ):
+        open_dataset(uri)
+
+
+def test_a_uri_without_a_dataset_or_with_a_bad_option_is_a_clear_error(s3_endpoint):
+    base = f"endpoint_override={s3_endpoint}&scheme=http&region=us-east-1"
+    with pytest.raises(DataError, match=r"s3://stars-data/nothing-here is not a STARS dataset"):
+        open_dataset(f"s3://{BUCKET}/nothing-here?{base}")
+    with pytest.raises(LocationError, match=r"cannot be opened as a dataset location"):
+        open_dataset(f"s3://{BUCKET}/tiny?colour=blue")
+
+
+@pytest.mark.ray
+def test_ray_data_streams_a_split_from_s3(ray_local, s3_dataset, tiny_dataset):
+    from stars.data.config import DataConfig
+    from stars.data.pipeline import build_dataset
+    from stars.train.placement import check_data_readable
+
+    remote = open_dataset(s3_dataset)
+    check_data_readable(remote)  # one node here: nothing to probe, and nothing raised
+    split = tiny_dataset.protocol()["test"]
+    cfg = DataConfig(num_frames=32, map_batch_size=16)
+    rows = build_dataset(remote, split, "eval", cfg).take_all()
+    ids = sorted(int(r["sample_index"]) for r in rows)
+    assert ids == sorted(tiny_dataset.read_split(split, ["sample_index"])["sample_index"])
+    assert rows[0]["x"].shape == (tiny_dataset.num_bodies, 32, tiny_dataset.num_joints, 3)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_the_main_job_trains_and_evaluates_from_s3(ray_local, s3_dataset, tmp_path, capsys):
+    from stars.cli.pretrain import main as pretrain_main
+    from stars.tracking.runs import CHECKPOINT, STAGE, client
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["--preset", "tiny", "--data", s3_dataset, "--stage1-only", "--name", "from-s3"]
+    args += ["--set", f"scale.storage_path={tmp_path / 'runs'}", "--tracking-uri", uri]
+    args += ["--protocols", "knn,fewshot", "--eval-set", "fewshot_shots=[1]"]
+    assert pretrain_main(args) == 0
+    assert "s3://stars-data/tiny" in capsys.readouterr().out
+    (run,) = [
+        r
+        for r in client(uri).search_runs(client(uri).search_experiments()[0].experiment_id)
+        if r.data.tags.get(STAGE) == "stage1"
+    ]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["data.path"] == s3_dataset
+    assert "knn_top1" in run.data.metrics and Path(run.data.tags[CHECKPOINT]).is_file()
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert "s3://stars-data/tiny" in dataset_input.dataset.source
