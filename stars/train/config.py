@@ -42,6 +42,9 @@ class ScaleConfig:
             a failure loses at most the epochs since.
         lost_node_timeout_s: after a node the run used is lost, how long the nodes left may
             lack room for the workers before the run is stopped (never wait forever).
+        scale_up_timeout_s: on a cluster with an autoscaler (``ray up``), how long a job
+            that does not fit the nodes up now asks for more and waits, with a progress line
+            every 30 s. 0 (default): fail in seconds saying what to change.
     """
 
     num_workers: int = 1
@@ -54,12 +57,15 @@ class ScaleConfig:
     checkpoint_every: int = 1
     torch_threads: int = 0  # > 0: intra-op threads per worker (Ray's default follows its CPUs)
     lost_node_timeout_s: float = 300.0
+    scale_up_timeout_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.num_workers < 1 or self.checkpoint_every < 1 or self.num_to_keep < 1:
             raise ValueError("num_workers, checkpoint_every and num_to_keep must be >= 1")
         if self.lost_node_timeout_s <= 0:
             raise ValueError("lost_node_timeout_s must be > 0")
+        if self.scale_up_timeout_s < 0:
+            raise ValueError("scale_up_timeout_s must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ saying what to change. (Paths that outlive a ``ray job submit``: :mod:`stars.pat
 from __future__ import annotations
 
 import math
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from stars.data.shards import DataError, SkeletonDataset
@@ -107,9 +109,81 @@ def check_data_readable(data: SkeletonDataset) -> None:
         )
 
 
-def check_resources(scale: ScaleConfig) -> None:
+def check_resources(
+    scale: ScaleConfig,
+    log: Callable[[str], None] = print,
+    poll_s: float = 5.0,
+    report_s: float = 30.0,
+) -> None:
     """Fail now, not after waiting forever, when the workers and their data tasks cannot all
-    be placed on the cluster as it is."""
+    be placed on the cluster as it is. With ``scale.scale_up_timeout_s`` > 0 (an autoscaling
+    cluster), first ask the autoscaler for what is missing and wait at most that long."""
+    problems = shortfall(scale)
+    if problems and scale.scale_up_timeout_s > 0:
+        problems = wait_for_scale_up(scale, log, poll_s, report_s)
+    if problems:
+        raise ResourceError("this job cannot be placed: " + "; ".join(problems))
+
+
+def worker_bundles(scale: ScaleConfig) -> list[dict[str, float]]:
+    """What the job asks of the cluster: one bundle per worker and one for Ray Data."""
+    worker = {"CPU": scale.cpus_per_worker}
+    if scale.use_gpu:
+        worker["GPU"] = scale.gpus_per_worker
+    return [dict(worker) for _ in range(scale.num_workers)] + [{"CPU": DATA_TASK_CPUS}]
+
+
+def wait_for_scale_up(
+    scale: ScaleConfig, log: Callable[[str], None], poll_s: float = 5.0, report_s: float = 30.0
+) -> list[str]:
+    """Ask the autoscaler for the job's bundles (``request_resources``) and wait until they
+    fit or ``scale.scale_up_timeout_s`` passes; what is still missing (empty: it fits)."""
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=worker_bundles(scale))
+    timeout = scale.scale_up_timeout_s
+    start = time.monotonic()
+    next_report = start
+    while True:
+        problems = shortfall(scale)
+        waited = time.monotonic() - start
+        if not problems:
+            if waited >= poll_s:
+                log(f"[stars] the cluster scaled up in {waited:.0f} s; starting")
+            return []
+        if waited >= timeout:
+            return [*problems, f"the autoscaler added no room for it in {timeout:g} s"]
+        if time.monotonic() >= next_report:
+            log(
+                f"[stars] waiting for the autoscaler ({waited:.0f} of {timeout:g} s): "
+                f"{problems[0]}{pending_nodes()}"
+            )
+            next_report += report_s
+        time.sleep(min(poll_s, max(0.1, timeout - waited)))
+
+
+def pending_nodes() -> str:
+    """``; launching: 2 gpu_worker`` from the autoscaler's status report, or ``""``."""
+    import json
+
+    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_initialized
+
+    try:
+        raw = _internal_kv_get("__autoscaling_status") if _internal_kv_initialized() else None
+        report = json.loads(raw or b"{}").get("autoscaler_report") or {}
+    except Exception:  # a status line is a courtesy: never fail the job over it
+        return ""
+    launching = {**(report.get("pending_launches") or {})}
+    for _ip, node_type, *_ in report.get("pending_nodes") or []:
+        launching[node_type] = launching.get(node_type, 0) + 1
+    if not launching:
+        return ""
+    return "; launching: " + ", ".join(f"{n} {kind}" for kind, n in sorted(launching.items()))
+
+
+def shortfall(scale: ScaleConfig) -> list[str]:
+    """What the cluster as it is lacks for the job (empty: it fits), each with the settings
+    that would fit."""
     import ray
 
     total = ray.cluster_resources()
@@ -117,11 +191,15 @@ def check_resources(scale: ScaleConfig) -> None:
     need_cpu = scale.num_workers * scale.cpus_per_worker + DATA_TASK_CPUS
     problems = []
     if need_cpu > cpus + 1e-9:
-        fit = max(0, math.floor((cpus - DATA_TASK_CPUS) / scale.cpus_per_worker + 1e-9))
+        fit = math.floor((cpus - DATA_TASK_CPUS) / scale.cpus_per_worker + 1e-9)
+        change = (
+            f"fits: --set scale.num_workers={fit}, or a smaller scale.cpus_per_worker"
+            if fit >= 1
+            else "fits: a smaller scale.cpus_per_worker, or nodes with more CPUs"
+        )
         problems.append(
             f"{scale.num_workers} workers x {scale.cpus_per_worker:g} CPU + {DATA_TASK_CPUS:g} "
-            f"for Ray Data = {need_cpu:g} CPUs, the cluster has {cpus:g} (fits: --set "
-            f"scale.num_workers={fit}, or a smaller scale.cpus_per_worker)"
+            f"for Ray Data = {need_cpu:g} CPUs, the cluster has {cpus:g} ({change})"
         )
     if scale.use_gpu:
         need_gpu = scale.num_workers * scale.gpus_per_worker
@@ -137,5 +215,4 @@ def check_resources(scale: ScaleConfig) -> None:
         problems.append(
             f"one worker needs {scale.cpus_per_worker:g} CPUs, the largest node has {biggest:g}"
         )
-    if problems:
-        raise ResourceError("this job cannot be placed: " + "; ".join(problems))
+    return problems
