@@ -123,12 +123,15 @@ def run_loop(task: StageTask, settings: LoopSettings, loop_config: dict[str, Any
     steps_per_epoch = int(loop_config["steps_per_epoch"])
     total_steps = steps_per_epoch * settings.epochs
     warmup_steps = round(settings.optim.warmup_epochs * steps_per_epoch)
-    start_epoch, step, history = 0, 0, []
+    start_epoch, step, history, resumes = 0, 0, [], 0
     resumed = ws.load_resume_state()
     if resumed is not None:
         task.load_state(resumed)
         task.optimizer.load_state_dict(resumed["optimizer"])
         start_epoch, step, history = ws.resume_position(resumed, worker.rank, settings.seed)
+        # Times this run went on from a checkpoint (a worker or node failure, or the same
+        # --name again): a per-epoch metric, so MLflow shows where a run was interrupted.
+        resumes = int(resumed.get("resumes", 0)) + 1
     wrapped = ray.train.torch.prepare_model(task.model, parallel_strategy_kwargs=task.ddp_kwargs())
     shard = ray.train.get_dataset_shard("train")
     train_set = (
@@ -173,6 +176,7 @@ def run_loop(task: StageTask, settings: LoopSettings, loop_config: dict[str, Any
             "epoch_time_s": elapsed,
             "throughput_seq_per_s": seen * worker.world_size / max(elapsed, 1e-9),
             "steps": epoch_steps,
+            "resumes": resumes,
             **extra,
         }
         metrics.update(task.end_epoch(epoch, worker))
@@ -187,6 +191,7 @@ def run_loop(task: StageTask, settings: LoopSettings, loop_config: dict[str, Any
                 **ws.loop_state(task.optimizer, epoch, step, history),
                 job_config=loop_config["job"],
                 mlflow_run=run.to_dict(),
+                resumes=resumes,
             )
         ws.report({k: v for k, v in metrics.items() if not isinstance(v, str)}, payload)
         epoch_log.log(metrics, epoch)

@@ -88,6 +88,10 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(ray_local, tiny_data
     assert marker.exists(), "the failure hook never fired"
     assert resumed.history[0]["steps"] < 9 < 3 * resumed.history[0]["steps"]
     straight = run_stage1(cfg, "straight", tiny_dataset)
+    # epochs before the failure ran in the first attempt, the rest after one resume
+    resumes = [h["resumes"] for h in resumed.history]
+    assert resumes[0] == 0 and resumes[-1] == 1 and resumes == sorted(resumes)
+    assert [h["resumes"] for h in straight.history] == [0] * 4
     lrs = [h["lr"] for h in resumed.history]
     assert lrs == pytest.approx([h["lr"] for h in straight.history], rel=1e-9)
     # (float sums in another order after the restart agree to ~1e-4; a replayed order, a
