@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,7 +69,7 @@ def s3_client(endpoint: str):
     )
 
 
-def upload(endpoint: str, local: Path, prefix: str) -> str:
+def upload(endpoint: str, local: Path, prefix: str, public: bool = True) -> str:
     """Copy a dataset directory to ``s3://stars-data/<prefix>``; its URI for pyarrow.
 
     The objects are public-read, so readers need no credentials: the session's Ray workers
@@ -77,9 +78,8 @@ def upload(endpoint: str, local: Path, prefix: str) -> str:
     if BUCKET not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
         client.create_bucket(Bucket=BUCKET)
     for path in sorted(local.iterdir()):
-        client.upload_file(
-            str(path), BUCKET, f"{prefix}/{path.name}", ExtraArgs={"ACL": "public-read"}
-        )
+        extra = {"ACL": "public-read"} if public else {}
+        client.upload_file(str(path), BUCKET, f"{prefix}/{path.name}", ExtraArgs=extra)
     return f"s3://{BUCKET}/{prefix}?endpoint_override={endpoint}&scheme=http&region=us-east-1"
 
 
@@ -155,3 +155,58 @@ def test_the_main_job_trains_and_evaluates_from_s3(ray_local, s3_dataset, tmp_pa
     assert "knn_top1" in run.data.metrics and Path(run.data.tags[CHECKPOINT]).is_file()
     (dataset_input,) = run.inputs.dataset_inputs
     assert "s3://stars-data/tiny" in dataset_input.dataset.source
+
+
+# A 1-CPU head with credentials and a node without (its raylet's environment), as when one
+# machine of a cluster lacks the instance role: the check before training names that node.
+NODE_WITHOUT_CREDENTIALS = textwrap.dedent(
+    """
+    import sys
+    import ray
+    from ray.cluster_utils import Cluster
+    from stars.data.shards import DataError, open_dataset
+    from stars.train.placement import check_data_readable
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        blind = cluster.add_node(
+            num_cpus=1, env_vars={"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
+        )
+        ray.init(address=cluster.address, log_to_driver=False)
+        data = open_dataset(sys.argv[1])  # the driver has credentials
+        try:
+            check_data_readable(data)
+            print("NOT RAISED")
+        except DataError as err:
+            print("BLIND", blind.node_id[:8])
+            print("ERROR", err)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    """
+)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_node_that_cannot_read_the_dataset_is_named_before_training(
+    s3_endpoint, tiny_dataset_dir, tmp_path
+):
+    uri = upload(s3_endpoint, tiny_dataset_dir, "private", public=False)
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run(
+        [sys.executable, "-c", NODE_WITHOUT_CREDENTIALS, uri],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
+    lines = {line.split(" ", 1)[0]: line for line in out.stdout.splitlines()}
+    assert "ERROR" in lines, (out.stdout[-2000:], out.stderr[-3000:])
+    blind = lines["BLIND"].split()[1]
+    error = lines["ERROR"]
+    assert "s3://stars-data/private cannot be read on every node" in error
+    assert f"{blind}: s3://stars-data/private/manifest.json: cannot be read" in error
+    assert error.count("manifest.json: cannot be read") == 1, error  # the head reads it
