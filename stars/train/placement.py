@@ -77,7 +77,7 @@ def check_data_readable(data: SkeletonDataset) -> None:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    nodes = alive_nodes()
+    nodes = alive_nodes() if ray.is_initialized() else []
     if len(nodes) < 2:
         return
 
