@@ -42,14 +42,20 @@ def check_kept(key: str, value: str, flag: str, cwd: Path | None = None) -> str:
     """``value`` as an absolute path or a URI that outlives the job; refuses a path inside a
     ``ray job submit`` package copy, naming the key and the ``flag`` that sets it."""
     if "://" in value:
-        return value
+        # Ray Train could write checkpoints there, but evaluation, stage 2 and the lineage
+        # tags read checkpoints and write their outputs as files: fail now, not after training.
+        raise StorageError(
+            f"{key}={value!r}: a URI is not supported here (checkpoints are read back and "
+            f"evaluation outputs written as files); set {flag} to a directory every node "
+            "mounts (EFS, NFS, a GCS or S3 FUSE mount). Datasets may be URIs: --data s3://..."
+        )
     package = job_package_dir(cwd)
     path = (Path(value) if Path(value).is_absolute() else (cwd or working_dir()) / value).resolve()
     if package is not None and (path == package or package in path.parents):
         raise StorageError(
             f"{key}={value!r} resolves to {path}, inside the temporary copy of the working "
             f"directory that ray job submit runs in (Ray deletes it after the job): set {flag} "
-            "to an absolute path on storage every node reaches, or a URI (s3://..., gs://...)"
+            "to an absolute path on storage every node mounts"
         )
     return str(path)
 

@@ -18,7 +18,8 @@ def test_paths_inside_a_job_package_are_refused(tmp_path):
         check_tracking_uri("sqlite:///mlflow.db", cwd=package)
     kept = tmp_path / "shared" / "runs"
     assert check_kept("x", str(kept), "--x", cwd=package) == str(kept.resolve())
-    assert check_kept("x", "s3://bucket/runs", "--x", cwd=package) == "s3://bucket/runs"
+    with pytest.raises(StorageError, match=r"scale.storage_path='s3://b/runs': a URI is not"):
+        check_kept("scale.storage_path", "s3://b/runs", "--set scale.storage_path", cwd=package)
     check_tracking_uri(f"sqlite:///{tmp_path / 'shared' / 'm.db'}", cwd=package)
 
 

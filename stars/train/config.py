@@ -33,8 +33,8 @@ class ScaleConfig:
     Attributes:
         storage_path: where checkpoints, Ray run state and evaluation outputs go. A local
             path is fine on one machine (made absolute when the job starts); on several nodes
-            it must be a URI all nodes reach (``s3://...``, ``gs://...``) or a mount they all
-            see (checked with a probe file from each node).
+            it must be a mount they all see (checked with a probe file from each node). Not a
+            URI: checkpoints are read back as files (``--data`` may be one).
         cpus_per_worker: on a 2-core machine keep it at 0.5 so Ray Data's read tasks run.
         torch_threads: Ray limits a worker's torch threads to its whole CPUs (1 for 0.5);
             a single CPU worker on a small machine can use more.

@@ -62,7 +62,7 @@ def check_shared(path: str, what: str, flag: str) -> None:
     if missing:
         raise StorageError(
             f"{what} {path} is not shared: node(s) {', '.join(missing)} cannot see it. "
-            f"{flag} a mount every node has, or a URI (s3://..., gs://...)"
+            f"{flag} a mount every node has"
         )
 
 
