@@ -20,7 +20,7 @@ from stars.tracking import runs as tr
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-EPOCHS = 10
+EPOCHS = 40  # tiny epochs take 0.2-2.5 s: the loss lands mid-run
 
 SCRIPT = textwrap.dedent(
     """
@@ -53,26 +53,44 @@ SCRIPT = textwrap.dedent(
         return found
 
     def lose_the_training_node():
-        # once the first checkpoint is written, the node that runs the training worker goes
+        # once Ray Train has registered a checkpoint (its snapshot lists it: a checkpoint
+        # directory on disk whose report the controller has not taken yet does not count),
+        # the node that runs the training worker goes
         deadline = time.time() + 600
-        pattern = f"{runs}/**/checkpoint_*/checkpoint.pt"
-        while not glob.glob(pattern, recursive=True) and time.time() < deadline:
+
+        def registered():
+            for path in glob.glob(f"{runs}/*/checkpoint_manager_snapshot.json"):
+                with contextlib.suppress(OSError, ValueError):
+                    return len(json.load(open(path)).get("checkpoint_results", []))
+            return 0
+
+        while not registered() and time.time() < deadline:
             time.sleep(0.2)
-        hosts = [
-            a["Address"]["NodeID"]
+        workers = [
+            a
             for a in state.actors().values()
             if "TrainWorker" in a["ActorClassName"] and a["State"] == "ALIVE"
         ]
-        node = next(n for n in nodes if n.node_id in hosts)
-        lost.update(node=node.node_id, checkpoints=len(glob.glob(pattern, recursive=True)))
-        # a machine that dies takes its worker processes with it (removing the node alone
-        # stops its raylet, and a worker process may train on for a while)
+        node = next(n for n in nodes if n.node_id in {a["Address"]["NodeID"] for a in workers})
+        lost.update(node=node.node_id, checkpoints=registered())
+        # a machine that dies takes its processes with it: removing the node alone stops its
+        # raylet, and a worker process may train on to the end
         raylet = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
-        doomed = descendants(raylet)
+        doomed = set(descendants(raylet)) | {
+            a["Pid"] for a in workers if a["Address"]["NodeID"] == node.node_id
+        }
         cluster.remove_node(node, allow_graceful=False)
         for pid in doomed:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        time.sleep(1)
+        alive = []  # a killed process whose parent is gone may linger as a zombie: dead
+        for pid in doomed:
+            with contextlib.suppress(OSError, IndexError):
+                stat = open(f"/proc/{pid}/stat").read()
+                if stat.rsplit(")", 1)[1].split()[0] != "Z":
+                    alive.append(pid)
+        lost.update(worker_pids=[a["Pid"] for a in workers], still_alive=alive)
 
     try:
         ray.init(address=cluster.address, log_to_driver=False)
@@ -107,6 +125,7 @@ def test_a_lost_node_costs_only_the_epochs_since_the_last_checkpoint(tmp_path):
     assert out.returncode == 0 and results, (out.stdout[-3000:], out.stderr[-3000:])
     result = json.loads(results[0].removeprefix("RESULT "))
     assert result["code"] == 0 and result.get("node"), result  # a node was lost, the job won
+    assert result["worker_pids"] and not result["still_alive"], result
     client = tr.client(store)
     (run,) = [
         r
