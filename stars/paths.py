@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stars.errors import StarsError
+from stars.data.location import Location, LocationError, is_uri
+from stars.storage import StorageError
+
+__all__ = ["StorageError", "check_kept", "check_tracking_uri", "job_package_dir"]
 
 JOB_PACKAGE_MARK = "runtime_resources/working_dir_files"
-
-
-class StorageError(StarsError):
-    """A storage path that would lose results or that the cluster's nodes cannot all reach."""
 
 
 def job_package_dir(cwd: Path | None = None) -> Path | None:
@@ -41,14 +40,12 @@ def working_dir() -> Path:
 def check_kept(key: str, value: str, flag: str, cwd: Path | None = None) -> str:
     """``value`` as an absolute path or a URI that outlives the job; refuses a path inside a
     ``ray job submit`` package copy, naming the key and the ``flag`` that sets it."""
-    if "://" in value:
-        # Ray Train could write checkpoints there, but evaluation, stage 2 and the lineage
-        # tags read checkpoints and write their outputs as files: fail now, not after training.
-        raise StorageError(
-            f"{key}={value!r}: a URI is not supported here (checkpoints are read back and "
-            f"evaluation outputs written as files); set {flag} to a directory every node "
-            "mounts (EFS, NFS, a GCS or S3 FUSE mount). Datasets may be URIs: --data s3://..."
-        )
+    if is_uri(value):
+        try:
+            Location.of(value, "storage")  # a bad scheme or query fails now, not after training
+        except LocationError as err:
+            raise StorageError(f"{key}={err}; set {flag} to a directory or a URI") from None
+        return value
     package = job_package_dir(cwd)
     path = (Path(value) if Path(value).is_absolute() else (cwd or working_dir()) / value).resolve()
     if package is not None and (path == package or package in path.parents):

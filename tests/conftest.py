@@ -187,6 +187,64 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = 30) -> None:
         process.wait(timeout=10)
 
 
+# Any key pair works with the test S3 server; the metadata lookup would stall for seconds.
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of an S3 API server (moto's, on loopback) for the session; stopped by
+    its process group afterwards."""
+    pytest.importorskip("moto.server", reason="the S3 test server (moto[server], dev extra)")
+    port = free_port()
+    log = tmp_path_factory.mktemp("s3") / "moto.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    reason = log.read_text()[-500:]
+                    raise RuntimeError(f"moto server did not start: {reason}") from None
+                time.sleep(0.3)
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_process_group(server)
+
+
+def s3_client(endpoint: str):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=f"http://{endpoint}",
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
+def s3_bucket(endpoint: str, bucket: str) -> str:
+    """Create ``bucket`` (once); its URI with the options pyarrow needs for the test server."""
+    client = s3_client(endpoint)
+    if bucket not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
+        client.create_bucket(Bucket=bucket)
+    return f"s3://{bucket}?endpoint_override={endpoint}&scheme=http&region=us-east-1"
+
+
 def _shared_data_root() -> Path:
     env = os.environ.get("STARS_SHARED_DATA")
     if env:

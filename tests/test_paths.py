@@ -3,6 +3,8 @@ the key and the flag; elsewhere they are made absolute."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from stars.paths import StorageError, check_kept, check_tracking_uri, job_package_dir
@@ -18,8 +20,17 @@ def test_paths_inside_a_job_package_are_refused(tmp_path):
         check_tracking_uri("sqlite:///mlflow.db", cwd=package)
     kept = tmp_path / "shared" / "runs"
     assert check_kept("x", str(kept), "--x", cwd=package) == str(kept.resolve())
-    with pytest.raises(StorageError, match=r"scale.storage_path='s3://b/runs': a URI is not"):
-        check_kept("scale.storage_path", "s3://b/runs", "--set scale.storage_path", cwd=package)
+    # A URI is kept as given (query included: it is how every reader opens it)...
+    uri = "s3://b/runs?region=us-east-1"
+    assert check_kept("scale.storage_path", uri, "--set scale.storage_path", cwd=package) == uri
+    # ...once pyarrow can open it: an unknown scheme or option fails before any work.
+    for bad, reason in [("s3://b/runs?colour=blue", "colour"), ("foo://b/runs", "foo")]:
+        with pytest.raises(
+            StorageError,
+            match=rf"scale.storage_path={re.escape(bad)}: cannot be opened as "
+            rf"storage .*{reason}.*; set --set scale.storage_path to a directory",
+        ):
+            check_kept("scale.storage_path", bad, "--set scale.storage_path", cwd=package)
     check_tracking_uri(f"sqlite:///{tmp_path / 'shared' / 'm.db'}", cwd=package)
 
 

@@ -107,12 +107,20 @@ def failure_tail(err: BaseException, lines: int = TAIL_LINES) -> list[str]:
 
 
 @contextlib.contextmanager
-def job_console(prog: str, log_file: Path | None, verbose: bool = False) -> Iterator[None]:
+def job_console(
+    prog: str, log_file: Path | None, verbose: bool = False, publish_to: str = ""
+) -> Iterator[None]:
     """Quiet libraries for the block; a crash ends as ``prog: error: ...``, the tail of the
-    failure and where the full logs are, with exit status 1 (2 for bad input)."""
+    failure and where the full logs are, with exit status 1 (2 for bad input).
+
+    ``publish_to``: a URI the log file is copied to when the block ends, however it ends."""
+    from stars import storage
+
     route_library_logs(log_file, verbose)
+    kept = publish_to if storage.is_uri(publish_to) else ""
     if log_file is not None and not verbose:
-        print(f"[stars] Ray and MLflow logs: {log_file} (--verbose shows them here)")
+        also = f", copied to {storage.shown(kept)} at the end" if kept else ""
+        print(f"[stars] Ray and MLflow logs: {log_file}{also} (--verbose shows them here)")
     try:
         yield
     except (StarsError, SystemExit, KeyboardInterrupt):
@@ -129,6 +137,12 @@ def job_console(prog: str, log_file: Path | None, verbose: bool = False) -> Iter
         if log_file is not None:
             print(f"full logs: {log_file} and Ray's session logs", file=sys.stderr)
         raise SystemExit(1) from None
+    finally:
+        if kept and log_file is not None and log_file.is_file():
+            try:
+                storage.publish(log_file, kept)
+            except storage.StorageError as err:
+                print(f"[stars] the job log stays at {log_file}: {err}", file=sys.stderr)
 
 
 def _first_line(err: BaseException) -> str:

@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "evaluate.py"
+    from stars import storage
     from stars.cli.console import job_console
     from stars.data.source import resolve_data
     from stars.eval.feature_cache import RAW_POSE, use_in_process
@@ -83,13 +84,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.checkpoint == RANDOM_INIT:  # the preset's architecture, seeded, untrained
             model = dataclasses.replace(preset_model(args.preset), num_joints=data.num_joints)
             seed = layered.config.eval.seed
-            checkpoint = write_random_init(model, seed, Path(args.out) / f"random-{args.preset}.pt")
+            path = write_random_init(model, seed, Path(args.out) / f"random-{args.preset}.pt")
+            checkpoint = str(path)
         else:
-            checkpoint = Path(RAW_POSE) if raw else resolve_checkpoint(args.checkpoint)
+            checkpoint = RAW_POSE if raw else resolve_checkpoint(args.checkpoint)
         encoder = None if raw else encoder_state(read(checkpoint), checkpoint)[0]
-        cfg = resolve_eval(layered, data, encoder, str(checkpoint))
-        out = Path(args.out) if args.out else checkpoint.parent / "eval"
-        with job_console(prog, out.resolve() / "evaluate.log", args.verbose):
+        cfg = resolve_eval(layered, data, encoder, checkpoint)
+        # Beside the checkpoint by default: its run's directory, or that URI's local mirror
+        # (copied to the URI afterwards).
+        kept = args.out or storage.join(storage.parent(checkpoint), "eval")
+        out = storage.local_dir(kept).resolve()
+        with job_console(prog, out / "evaluate.log", args.verbose):
             trains = set(cfg.eval.protocols) & set(TRAINING_PROTOCOLS)
             if trains or not use_in_process(cfg.eval, data, encoder, cfg.scale.use_gpu):
                 init_ray(args.verbose)
@@ -102,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                 scale=cfg.scale,
                 run_name=out.name,
             )
-    rows = [("checkpoint", str(checkpoint)), ("protocol", result.info["protocol"])]
+        storage.publish(out, kept)
+    rows = [("checkpoint", storage.shown(checkpoint)), ("protocol", result.info["protocol"])]
     rows += [(k, f"{v:.4f}") for k, v in sorted(result.metrics.items())]
     rows += [(f"artifact {k}", v) for k, v in sorted(result.artifacts.items())]
     print(table(rows))

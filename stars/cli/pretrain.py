@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from stars.cli.common import (
     DATA_HELP,
@@ -104,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or run_name("stars")
     with reported(prog):
         stage1, stage2, evaluation, tracking = load_layered(args)
-        log_file = storage_log(stage1.config.scale.storage_path, name)
-        with job_console(prog, log_file, args.verbose):
+        log_file, log_kept = storage_log(stage1.config.scale.storage_path, name)
+        with job_console(prog, log_file, args.verbose, publish_to=log_kept):
             data = resolve_data(stage1.config.data)  # a bad --data fails here, before Ray
             split = pretrain_split(data, stage1.config.data.protocol)
             tracker = Tracker(tracking, data, split, args.preset)
@@ -142,15 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def storage_log(storage_path: str, name: str):
-    """``<storage>/<name>.log`` for a local storage path (None for a URI: logs stay in Ray's
-    session directory); a path that would not outlive the job is refused first."""
-    from pathlib import Path
-
+def storage_log(storage_path: str, name: str) -> tuple[Path, str]:
+    """Where the job's library logs go: ``<storage>/<name>.log``, written locally (the
+    storage directory, or a URI's mirror) and copied to a URI when the job ends; a path that
+    would not outlive the job is refused first."""
+    from stars import storage
     from stars.paths import check_kept
 
     root = check_kept("scale.storage_path", storage_path, "--set scale.storage_path")
-    return None if "://" in root else Path(root) / f"{name}.log"
+    kept = storage.join(root, f"{name}.log")
+    return storage.local_dir(kept), kept
 
 
 def data_line(data, split: str) -> str:

@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             {"protocols": protocol_list(args.protocols)},
         ).config
         tracking = load_layers(TrackingConfig, {}, None, (), tracking_flags(args)).config
-        log_file = storage_log(layered.config.scale.storage_path, name)
-        with job_console(prog, log_file, args.verbose):
+        log_file, log_kept = storage_log(layered.config.scale.storage_path, name)
+        with job_console(prog, log_file, args.verbose, publish_to=log_kept):
             data = resolve_data(layered.config.data)
             tracker = Tracker(
                 tracking, data, pretrain_split(data, layered.config.data.protocol), args.preset

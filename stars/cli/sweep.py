@@ -4,7 +4,6 @@ stage-1 checkpoints trained per point of a masking space."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from stars.cli.common import (
     DATA_HELP,
@@ -70,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     prog = "sweep_stage2.py"
     from stars.cli.console import job_console
     from stars.data.source import resolve_data
+    from stars.storage import join, local_dir
     from stars.sweep.runner import SweepRequest, run_sweep, sweep_storage
     from stars.sweep.space import load_space
 
@@ -131,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
             resume=args.resume,
         )
         data = resolve_data(stage2.config.data)
-        storage = sweep_storage(request)
-        log_file = None if "://" in storage else Path(storage) / "sweep.log"
-        with job_console(prog, log_file, args.verbose):
+        log_kept = join(sweep_storage(request), "sweep.log")
+        log_file = local_dir(log_kept)
+        with job_console(prog, log_file, args.verbose, publish_to=log_kept):
             init_ray(args.verbose)
             outcome = run_sweep(request, data)
     print()

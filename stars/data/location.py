@@ -42,13 +42,14 @@ class Location:
     base: str
 
     @classmethod
-    def of(cls, root: str | Path) -> Location:
+    def of(cls, root: str | Path, what: str = "a dataset location") -> Location:
         if not is_uri(root):
             return cls(str(root), pafs.LocalFileSystem(), str(root))
         try:
             fs, base = pafs.FileSystem.from_uri(str(root))
         except (pa.ArrowException, OSError, ValueError) as err:
-            raise LocationError(f"{root}: cannot be opened as a dataset location ({err})") from err
+            reason = " ".join(str(err).split())[:300]
+            raise LocationError(f"{root}: cannot be opened as {what} ({reason})") from err
         return cls(str(root), fs, base.rstrip("/"))
 
     @property

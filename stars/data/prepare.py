@@ -77,15 +77,20 @@ def synthetic_spec(cfg: SyntheticConfig) -> SyntheticSpec:
     )
 
 
-def ensure_synthetic(cfg: SyntheticConfig, progress: bool = True) -> Path:
-    """Path of the cached synthetic dataset for ``cfg``, generating it on first use.
-
-    The cache key is a hash of the full generator spec, so a changed config never reuses a
-    stale dataset; the build goes to a temporary directory renamed into place when complete.
-    """
+def synthetic_dir_name(cfg: SyntheticConfig) -> str:
+    """``synthetic-<hash of the full generator spec>``: a changed config never reuses a
+    stale dataset."""
     spec = synthetic_spec(cfg)
     key = hashlib.sha256(json.dumps(dataset_info(spec)["source"], sort_keys=True).encode())
-    final = Path(cfg.cache_dir).resolve() / f"synthetic-{key.hexdigest()[:12]}"
+    return f"synthetic-{key.hexdigest()[:12]}"
+
+
+def ensure_synthetic(cfg: SyntheticConfig, progress: bool = True) -> Path:
+    """Path of the cached synthetic dataset for ``cfg`` (a local ``cache_dir``), generating
+    it on first use; the build goes to a temporary directory renamed into place when complete.
+    """
+    spec = synthetic_spec(cfg)
+    final = Path(cfg.cache_dir).resolve() / synthetic_dir_name(cfg)
     if (final / MANIFEST_NAME).exists():
         open_dataset(final)
         return final

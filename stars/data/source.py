@@ -3,12 +3,14 @@ split stage 1 pre-trains on."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from stars.data.config import DataConfig
+from stars import storage
+from stars.data.config import DataConfig, SyntheticConfig
 from stars.data.location import is_uri
-from stars.data.prepare import ensure_synthetic
-from stars.data.shards import SkeletonDataset, open_dataset
+from stars.data.prepare import ensure_synthetic, synthetic_dir_name
+from stars.data.shards import MANIFEST_NAME, SkeletonDataset, open_dataset
 from stars.paths import check_kept
 
 
@@ -17,8 +19,25 @@ def resolve_data(cfg: DataConfig, progress: bool = True) -> SkeletonDataset:
     if cfg.path:
         return open_dataset(cfg.path if is_uri(cfg.path) else Path(cfg.path))
     flag = "--set data.synthetic.cache_dir"
-    check_kept("data.synthetic.cache_dir", cfg.synthetic.cache_dir, flag)
+    cache = check_kept("data.synthetic.cache_dir", cfg.synthetic.cache_dir, flag)
+    if is_uri(cache):
+        return open_dataset(synthetic_at_uri(cfg.synthetic, cache, progress))
     return open_dataset(ensure_synthetic(cfg.synthetic, progress=progress))
+
+
+def synthetic_at_uri(cfg: SyntheticConfig, cache: str, progress: bool) -> str:
+    """The synthetic dataset under the URI ``cache``: generated in the local mirror and
+    uploaded the first time (shards before the manifest, so a half upload is never taken
+    for a dataset), read from the URI by every node after that."""
+    remote = storage.join(cache, synthetic_dir_name(cfg))
+    if storage.exists(storage.join(remote, MANIFEST_NAME)):
+        return remote
+    storage.check_writable(cache, "data.synthetic.cache_dir", "--set data.synthetic.cache_dir")
+    local_cfg = dataclasses.replace(cfg, cache_dir=str(storage.local_dir(cache)))
+    local = ensure_synthetic(local_cfg, progress=progress)
+    for path in sorted(local.iterdir(), key=lambda p: p.name == MANIFEST_NAME):
+        storage.publish(path, storage.join(remote, path.name))
+    return remote
 
 
 def pretrain_split(data: SkeletonDataset, protocol: str = "") -> str:

@@ -81,7 +81,7 @@ def run_finetune(
         {"train": train, "test": build_dataset(data, job.test_split, "eval", dcfg)},
         split_only=["train"],
     )
-    result = stage_result(fit_watched(trainer, scale, name))
+    result = stage_result(fit_watched(trainer, scale, name), scale)
     final = result.metrics
     # The loss at both ends shows whether fine-tuning trained at all (e.g. a bad lr).
     losses = [float(h["loss"]) for h in result.history]

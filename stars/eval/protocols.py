@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 class EvalContext:
     """Everything a protocol reads, and the dicts it writes its results into."""
 
-    checkpoint: Path
+    checkpoint: str
     data: SkeletonDataset
     cfg: EvalConfig
     data_cfg: DataConfig

@@ -19,11 +19,13 @@ from typing import Any
 
 from stars.config import ConfigError, to_dict
 from stars.data.config import DataConfig
+from stars.data.location import is_uri
 from stars.data.shards import SkeletonDataset
 from stars.eval.config import EvalConfig
 from stars.eval.feature_cache import RAW_POSE, FeatureCache
 from stars.eval.protocols import PROTOCOLS, TRAINING_PROTOCOLS, EvalContext
 from stars.metrics.feature_set import FeatureSet
+from stars.storage import shown
 from stars.train.config import ScaleConfig
 
 RESULTS_FILE = "eval.json"
@@ -60,7 +62,9 @@ def evaluate(
         run_name: prefix of the Ray Train runs of the training protocols.
         label: this encoder's title in the t-SNE picture.
     """
-    checkpoint = Path(checkpoint) if str(checkpoint) == RAW_POSE else Path(checkpoint).resolve()
+    if str(checkpoint) != RAW_POSE and not is_uri(checkpoint):
+        checkpoint = Path(checkpoint).resolve()
+    checkpoint = str(checkpoint)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data_cfg = data_cfg or DataConfig()
@@ -71,7 +75,7 @@ def evaluate(
         raise ConfigError("the raw-pose baseline has no encoder to fine-tune")
     if not features.raw and features.model_cfg.num_joints != data.num_joints:
         raise ConfigError(
-            f"{checkpoint}: the encoder expects V={features.model_cfg.num_joints} joints, "
+            f"{shown(checkpoint)}: the encoder expects V={features.model_cfg.num_joints} joints, "
             f"dataset {data.root} has V={data.num_joints}"
         )
     ctx = EvalContext(

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from stars import storage
 from stars.config import from_dict
+from stars.data.location import is_uri
 from stars.errors import StarsError
 from stars.model.config import ModelConfig
 from stars.model.encoder import SkeletonEncoder
@@ -83,25 +86,29 @@ def write_random_init(cfg: ModelConfig, seed: int, path: str | Path) -> Path:
     return path
 
 
-def resolve_checkpoint(source: str | Path) -> Path:
+def resolve_checkpoint(source: str | Path) -> str:
     """A checkpoint file from a file, a checkpoint directory, or a run directory (its
-    latest ``checkpoint_*``, by epoch number)."""
-    path = Path(source)
-    if path.is_file():
-        return path
-    if (path / CHECKPOINT_FILE).is_file():
-        return path / CHECKPOINT_FILE
-    found = sorted(path.glob(f"checkpoint_*/{CHECKPOINT_FILE}")) if path.is_dir() else []
-    if not found:
-        raise CheckpointError(
-            f"no checkpoint at {source} (expected a checkpoint file, a checkpoint directory "
-            "or a run directory)"
-        )
-    return found[-1]
+    latest ``checkpoint_*``, by epoch number); each may be a local path or a URI."""
+    source = str(source)
+    if storage.exists(source):
+        return source
+    if storage.exists(storage.join(source, CHECKPOINT_FILE)):
+        return storage.join(source, CHECKPOINT_FILE)
+    for name in reversed(storage.subdirectories(source)):
+        candidate = storage.join(source, name, CHECKPOINT_FILE)
+        if name.startswith("checkpoint_") and storage.exists(candidate):
+            return candidate
+    raise CheckpointError(
+        f"no checkpoint at {storage.shown(source)} (expected a checkpoint file, a checkpoint "
+        "directory or a run directory)"
+    )
 
 
 def read(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint dict safely (weights only; ``argparse.Namespace`` allow-listed)."""
+    """Load a checkpoint dict safely (weights only; ``argparse.Namespace`` allow-listed) from a
+    file or a checkpoint directory, local or at a URI (``s3://.../checkpoint_000009``)."""
+    if is_uri(path):
+        return _read_uri(str(path))
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_FILE
@@ -109,13 +116,28 @@ def read(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.stat().st_size == 0:
         raise CheckpointError(f"cannot read checkpoint {path}: the file is empty")
+    return _load(path, path)
+
+
+def _read_uri(uri: str) -> dict[str, Any]:
+    if not storage.exists(uri):
+        if not storage.exists(storage.join(uri, CHECKPOINT_FILE)):
+            raise CheckpointError(f"checkpoint {storage.shown(uri)} does not exist")
+        uri = storage.join(uri, CHECKPOINT_FILE)
+    data = storage.read_bytes(uri)
+    if not data:
+        raise CheckpointError(f"cannot read checkpoint {storage.shown(uri)}: the file is empty")
+    return _load(io.BytesIO(data), storage.shown(uri))
+
+
+def _load(source: Path | io.BytesIO, name: str | Path) -> dict[str, Any]:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+            payload = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or unsafe files
-        raise CheckpointError(f"cannot read checkpoint {path}: {_condensed(err)}") from None
+        raise CheckpointError(f"cannot read checkpoint {name}: {_condensed(err)}") from None
     if not isinstance(payload, dict):
-        raise CheckpointError(f"checkpoint {path} holds a {type(payload).__name__}, not a dict")
+        raise CheckpointError(f"checkpoint {name} holds a {type(payload).__name__}, not a dict")
     return payload
 
 
@@ -205,11 +227,11 @@ def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tenso
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(
-            f"{path}: state dict does not fit the model "
+            f"{storage.shown(str(path))}: state dict does not fit the model "
             f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
         )
 
@@ -221,13 +243,13 @@ def load_stage1(path: str | Path) -> MAMP:
         if payload.get("kind") != "stage1":
             raise CheckpointError(f"{path} is a {payload.get('kind')} checkpoint, not stage 1")
         model = MAMP(from_dict(ModelConfig, payload["model_config"]))
-        _load_strict(model, payload["model"], Path(path))
+        _load_strict(model, payload["model"], path)
         return model
     state = payload.get("model", payload)
     if not _is_published(state):
         raise CheckpointError(f"{path}: neither a STARS checkpoint nor a published MAMP file")
     model = MAMP(_published_config(state, payload.get("args")))
-    _load_strict(model, from_published(state), Path(path))
+    _load_strict(model, from_published(state), path)
     return model
 
 
@@ -257,5 +279,5 @@ def load_encoder(path: str | Path) -> SkeletonEncoder:
     payload = read(path)
     cfg, state = encoder_state(payload, path)
     encoder = SkeletonEncoder(cfg)
-    _load_strict(encoder, state, Path(path))
+    _load_strict(encoder, state, path)
     return encoder

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from stars.storage import shown
 from stars.sweep.trial import TRIAL_DONE
 
 TEST_METRICS = ("fewshot_test_5shot_mean", "fewshot_5shot_mean", "knn_top1")
@@ -34,7 +35,8 @@ def trial_rows(results: Iterable[Any], keys: list[str], objective: str) -> list[
         row = {
             "trial": metrics.get("trial_id") or Path(str(result.path)).name,
             "status": status,
-            "stage1_run": source.get("run_id", "") or Path(source.get("checkpoint", "")).name,
+            "stage1_run": source.get("run_id", "")
+            or shown(source.get("checkpoint", "")).rsplit("/", 1)[-1],
             **{key: params.get(key) for key in keys},
             "epochs": metrics.get("epoch"),
             objective: metrics.get("objective") if status != "FAILED" else None,

@@ -7,7 +7,6 @@ import importlib.util
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -19,6 +18,7 @@ from stars.errors import JobError
 from stars.eval.config import EvalConfig
 from stars.model.checkpoint import encoder_state, read
 from stars.paths import check_kept
+from stars.storage import join, local_dir, parent, publish
 from stars.sweep import results as res
 from stars.sweep.config import SweepConfig, monitor_metric_of, objective_monitor
 from stars.sweep.space import SearchSpace
@@ -151,7 +151,7 @@ def stage1_sources(
         cfg = req.stage1.config
         for key, value in point.items():
             cfg = set_dotted(cfg, key, value)
-        storage = str(Path(sweep_storage(req)) / "stage1")
+        storage = join(sweep_storage(req), "stage1")
         cfg = set_dotted(cfg, "scale.storage_path", storage)
         layered = Layered(cfg, req.stage1.explicit | set(point))
         try:
@@ -184,7 +184,7 @@ def sweep_storage(req: SweepRequest) -> str:
     root = check_kept(
         "scale.storage_path", req.stage2.config.scale.storage_path, "--set scale.storage_path"
     )
-    return f"{root.rstrip('/')}/sweeps/{req.name}"
+    return join(root, "sweeps", req.name)
 
 
 def _searcher(sweep: SweepConfig, space: SearchSpace, sources: int, concurrent: int):
@@ -310,7 +310,7 @@ def run_sweep(
             sweep_name=req.name,
             sweep_run_id=sweep_run.run_id,
             data_path=data.absolute_root,
-            storage_path=f"{storage}/train",
+            storage_path=join(storage, "train"),
             stage2=to_dict(stage2.config),
             explicit=sorted(stage2.explicit),
             eval=to_dict(trial_evaluation(req.evaluation, objective)),
@@ -352,7 +352,7 @@ def run_sweep(
                 ),
                 run_config=tune.RunConfig(
                     name=req.name,
-                    storage_path=str(Path(storage).parent),
+                    storage_path=parent(storage),
                     failure_config=tune.FailureConfig(max_failures=req.sweep.max_trial_failures),
                     callbacks=[progress],
                     verbose=0,
@@ -362,7 +362,8 @@ def run_sweep(
         keys = list(req.space.params)
         rows = res.trial_rows(grid, keys, objective)
         best = res.best_row(rows, objective)
-        out = Path(storage) / "results"
+        kept = join(storage, "results")
+        out = local_dir(kept)
         out.mkdir(parents=True, exist_ok=True)
         artifacts = {"results_csv": str(res.write_csv(rows, out / "results.csv"))}
         if best is not None:
@@ -373,6 +374,7 @@ def run_sweep(
             artifacts["plot"] = str(
                 res.plot_objective(rows, keys, objective, out / "objective.png")
             )
+        publish(out, kept)
         for path in artifacts.values():
             sweep_run.log_artifact(path, "results")
         done = [r for r in rows if r["status"] == "DONE"]

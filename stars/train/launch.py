@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stars import storage
 from stars.config import ConfigError, to_dict
 from stars.data.config import DataConfig
+from stars.data.location import is_uri
 from stars.data.pipeline import build_base_dataset, build_dataset, fits_in_memory
 from stars.data.shards import SkeletonDataset
 from stars.data.source import pretrain_split
@@ -31,9 +33,14 @@ def monitor_metric(s2: Stage2Config) -> str | None:
 
 
 def check_storage(scale: ScaleConfig) -> str:
-    """Storage path for Ray Train: kept after the job, and on several nodes seen by all."""
-    path = check_kept("scale.storage_path", scale.storage_path, "--set scale.storage_path")
-    check_shared(path, "scale.storage_path", "Set --set scale.storage_path to")
+    """Storage path for Ray Train: kept after the job; a URI this machine can write to, or a
+    directory that, on several nodes, all of them see."""
+    flag = "--set scale.storage_path"
+    path = check_kept("scale.storage_path", scale.storage_path, flag)
+    if is_uri(path):
+        storage.check_writable(path, "scale.storage_path", flag)
+    else:
+        check_shared(path, "scale.storage_path", "Set --set scale.storage_path to")
     return path
 
 
@@ -111,7 +118,8 @@ def train_dataset(data: SkeletonDataset, split: str, cfg: DataConfig, in_memory:
 
 @dataclass
 class StageResult:
-    """Where a finished stage left its selected checkpoint, and its per-epoch metrics."""
+    """Where a finished stage left its selected checkpoint, and its per-epoch metrics.
+    Locations are under ``scale.storage_path``: paths, or URIs when it is one."""
 
     checkpoint_dir: str
     checkpoint_file: str
@@ -157,7 +165,7 @@ def run_stage1(
             name,
             {"train": train_dataset(data, split, cfg.data, in_memory)},
         )
-        return stage_result(fit_watched(trainer, cfg.scale, name))
+        return stage_result(fit_watched(trainer, cfg.scale, name), cfg.scale)
 
 
 def run_stage2(
@@ -179,10 +187,12 @@ def run_stage2(
         callbacks: Ray Train callbacks (a sweep trial relays reports to Tune).
         objective_metric: a monitor metric also reported as ``objective`` every epoch.
     """
-    from stars.data.shards import sha256_file
+    import hashlib
+
     from stars.train.stage2 import stage2_worker
 
-    source_file = Path(source).resolve()
+    # Workers on any node read the source where it is kept: a shared path or a URI.
+    source_file = str(source) if is_uri(source) else str(Path(source).resolve())
     check_data_readable(data)
     split = pretrain_split(data, cfg.data.protocol)
     in_memory = fits_in_memory(data, split, cfg.data, cfg.scale.num_workers)
@@ -208,8 +218,8 @@ def run_stage2(
     steps = steps_per_epoch(data.split_size(split), cfg.scale.num_workers, cfg.data.batch_size)
     loop_config = {
         "job": to_dict(cfg),
-        "source": str(source_file),
-        "source_sha256": sha256_file(source_file),
+        "source": source_file,
+        "source_sha256": hashlib.sha256(storage.read_bytes(source_file)).hexdigest(),
         "steps_per_epoch": steps,
         "train_in_memory": in_memory,
         "monitor": monitor,
@@ -234,10 +244,12 @@ def run_stage2(
             split_only=["train"],
             callbacks=callbacks,
         )
-        return stage_result(fit_watched(trainer, cfg.scale, name), best_metric=best)
+        return stage_result(fit_watched(trainer, cfg.scale, name), cfg.scale, best_metric=best)
 
 
-def stage_result(result: Any, best_metric: str | None = None) -> StageResult:
+def stage_result(result: Any, scale: ScaleConfig, best_metric: str | None = None) -> StageResult:
+    """The selected checkpoint of a finished Ray Train ``result`` (the best by
+    ``best_metric``, else the latest), located under ``scale.storage_path``."""
     from stars.model.checkpoint import read
 
     if result.error is not None:
@@ -247,12 +259,17 @@ def stage_result(result: Any, best_metric: str | None = None) -> StageResult:
         chosen = result.get_best_checkpoint(best_metric, "max") or chosen
     if chosen is None or result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
-    with result.checkpoint.as_directory() as directory:
-        payload = read(Path(directory) / CHECKPOINT_FILE)  # the latest holds the full history
+
+    def kept(fs_path: str) -> str:
+        # Ray reports paths inside the storage file system: for a URI, bucket/key only.
+        return storage.uri_of(fs_path, scale.storage_path)
+
+    chosen_dir = kept(chosen.path)
+    payload = read(kept(result.checkpoint.path))  # the latest holds the full history
     return StageResult(
-        checkpoint_dir=chosen.path,
-        checkpoint_file=str(Path(chosen.path) / CHECKPOINT_FILE),
+        checkpoint_dir=chosen_dir,
+        checkpoint_file=storage.join(chosen_dir, CHECKPOINT_FILE),
         metrics=dict(result.metrics or {}),
         history=payload.get("history", []),
-        storage_dir=str(result.path),
+        storage_dir=kept(str(result.path)),
     )

@@ -7,8 +7,8 @@ every run, metric, checkpoint and lineage link in MLflow.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
+from stars import storage
 from stars.data.shards import SkeletonDataset
 from stars.data.source import pretrain_split
 from stars.errors import JobError
@@ -34,8 +34,12 @@ def cached_stage1_features(
     """Test-split features the stage-1 run's evaluation cached beside its checkpoint (for the
     side-by-side t-SNE when tuning an existing run), or None."""
     test = data.protocol(protocol or None)["test"]
-    path = Path(checkpoint).parent.parent / "eval" / "features" / f"{test}.npz"
-    return FeatureSet.load(path) if path.is_file() else None
+    run_dir = storage.parent(storage.parent(checkpoint))
+    path = storage.join(run_dir, "eval", "features", f"{test}.npz")
+    try:
+        return FeatureSet.load(storage.fetch(path)) if storage.exists(path) else None
+    except storage.StorageError:
+        return None
 
 
 def check_single_node(uri: str) -> None:

@@ -10,14 +10,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from stars import storage
 from stars.config import to_dict
 from stars.data.config import DataConfig
+from stars.data.location import is_uri
 from stars.data.shards import SkeletonDataset
 from stars.errors import JobError
 from stars.eval.config import EvalConfig
 from stars.eval.runner import EvalResult, evaluate
 from stars.metrics.feature_set import FeatureSet
-from stars.model.checkpoint import resolve_checkpoint, write_random_init
+from stars.model.checkpoint import CHECKPOINT_FILE, resolve_checkpoint, write_random_init
 from stars.tracking import runs as tr
 from stars.train.config import Stage1JobConfig, Stage2JobConfig
 from stars.train.launch import StageResult, run_stage1, run_stage2
@@ -51,7 +53,9 @@ class Source:
     @property
     def short(self) -> str:
         """How run names refer to it: ``stage1 3f2a`` or the checkpoint's file name."""
-        return f"stage1 {self.run_id[:4]}" if self.run_id else Path(self.checkpoint).name
+        if self.run_id:
+            return f"stage1 {self.run_id[:4]}"
+        return storage.shown(self.checkpoint).rsplit("/", 1)[-1]
 
 
 def stage1_run_name(cfg: Stage1JobConfig, dataset: str, preset: str) -> str:
@@ -71,7 +75,7 @@ def run_evaluation(
     checkpoint: str,
     data: SkeletonDataset,
     cfg: EvalConfig,
-    out_dir: Path,
+    out: str,
     data_cfg: DataConfig,
     scale,
     *,
@@ -79,9 +83,12 @@ def run_evaluation(
     label: str,
     log: Callable[[str], None],
 ) -> EvalResult | None:
+    """Evaluate ``checkpoint`` into ``out`` (a directory, or a URI: written to its local
+    mirror, then copied there)."""
     if not cfg.protocols:
         return None
-    return evaluate(
+    out_dir = storage.local_dir(out)
+    result = evaluate(
         checkpoint,
         data,
         cfg,
@@ -93,6 +100,8 @@ def run_evaluation(
         label=label,
         log=log,
     )
+    storage.publish(out_dir, out)
+    return result
 
 
 def _outcome(
@@ -140,7 +149,7 @@ def tracked_stage1(
             result.checkpoint_file,
             data,
             evaluation,
-            Path(result.storage_dir) / "eval",
+            storage.join(result.storage_dir, "eval"),
             cfg.data,
             cfg.scale,
             label="stage 1",
@@ -204,7 +213,7 @@ def tracked_stage2(
             result.checkpoint_file,
             data,
             evaluation,
-            Path(result.storage_dir) / "eval",
+            storage.join(result.storage_dir, "eval"),
             eval_data or cfg.data,
             cfg.scale,
             compare=compare,
@@ -257,9 +266,10 @@ def tracked_baseline(
                 None,
                 run.info.run_name,
             )
-    storage = cfg.scale.storage_path
-    base = Path(storage if "://" not in storage else ".") / "baselines" / key
-    checkpoint = write_random_init(cfg.model, seed, base / "checkpoint.pt")
+    base = storage.join(cfg.scale.storage_path, "baselines", key)
+    checkpoint = storage.join(base, CHECKPOINT_FILE)
+    local = write_random_init(cfg.model, seed, storage.local_dir(checkpoint))
+    storage.publish(local, checkpoint)
     run = None
     if tracker.enabled:
         name = f"baseline random-init {tracker.dataset}/{tracker.preset or 'custom'}"
@@ -273,17 +283,17 @@ def tracked_baseline(
         )
     with _active(run):
         ev = run_evaluation(
-            str(checkpoint),
+            checkpoint,
             data,
             evaluation,
-            base / "eval",
+            storage.join(base, "eval"),
             cfg.data,
             cfg.scale,
             label="random init",
             log=log,
         )
         if run is not None:
-            run.set_tags({tr.CHECKPOINT: str(checkpoint)})
+            run.set_tags({tr.CHECKPOINT: checkpoint})
             run.log_metrics(ev.metrics)
             for path in ev.artifacts.values():
                 run.log_artifact(path, "eval")
@@ -292,13 +302,13 @@ def tracked_baseline(
                     "baseline",
                     "The control for stage 1: same architecture, no training.",
                     ev.metrics,
-                    str(checkpoint),
+                    storage.shown(checkpoint),
                 )
             )
     return StageOutcome(
         "baseline",
         run.run_id if run else "",
-        str(checkpoint),
+        checkpoint,
         ev.metrics,
         ev,
         run.name if run else "",
@@ -306,8 +316,8 @@ def tracked_baseline(
 
 
 def source_from_run(tracker: Tracker, run_id: str) -> Source:
-    """The stage-1 checkpoint of MLflow run ``run_id`` (its ``stars.checkpoint`` path, or
-    the run's checkpoint artifact when that path is not reachable from here)."""
+    """The stage-1 checkpoint of MLflow run ``run_id`` (its ``stars.checkpoint`` path or URI,
+    or the run's checkpoint artifact when that is not reachable from here)."""
     from mlflow.exceptions import MlflowException
 
     if not tracker.enabled:
@@ -319,7 +329,7 @@ def source_from_run(tracker: Tracker, run_id: str) -> Source:
     if run.data.tags.get(tr.STAGE) != "stage1":
         raise JobError(f"MLflow run {run_id} is not a stage-1 run (its stars.stage tag)")
     path = run.data.tags.get(tr.CHECKPOINT, "")
-    if not (path and Path(path).is_file()):
+    if not (path and reachable(path)):
         from mlflow.artifacts import download_artifacts
 
         local = download_artifacts(
@@ -329,5 +339,13 @@ def source_from_run(tracker: Tracker, run_id: str) -> Source:
     return Source(path, run_id, run.info.run_name or "")
 
 
+def reachable(location: str) -> bool:
+    try:
+        return storage.exists(location)
+    except storage.StorageError:
+        return False
+
+
 def source_from_checkpoint(path: str) -> Source:
-    return Source(str(resolve_checkpoint(path).resolve()))
+    found = resolve_checkpoint(path)
+    return Source(found if is_uri(found) else str(Path(found).resolve()))

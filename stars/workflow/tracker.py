@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stars import storage
 from stars.data.shards import SkeletonDataset
 from stars.eval.runner import EvalResult
 from stars.model.checkpoint import CheckpointError, read, resolve_checkpoint
@@ -22,18 +23,17 @@ HEADLINE_METRICS = ("knn_top1", "fewshot_1shot_mean", "fewshot_5shot_mean", "lin
 
 def dataset_name(data: SkeletonDataset) -> str:
     source = data.manifest.get("source") or {}
-    return "synthetic" if source.get("format") == "synthetic" else Path(data.root).name
+    return (
+        "synthetic" if source.get("format") == "synthetic" else Path(storage.shown(data.root)).name
+    )
 
 
 def previous_run_id(storage_path: str, name: str) -> str:
     """The MLflow run id stored in the latest checkpoint of an existing Ray run ``name``
     (resuming continues that MLflow run); empty when there is none."""
-    run_dir = Path(storage_path) / name
-    if "://" in storage_path or not run_dir.is_dir():
-        return ""
     try:
-        payload = read(resolve_checkpoint(run_dir))
-    except CheckpointError:
+        payload = read(resolve_checkpoint(storage.join(storage_path, name)))
+    except (CheckpointError, storage.StorageError):
         return ""
     return RunRef.from_dict(payload.get("mlflow_run")).run_id
 
@@ -107,14 +107,15 @@ class Tracker:
         run's description and the registry aliases."""
         if run is None:
             return
-        run.log_artifact(result.checkpoint_file, "checkpoint")
+        run.log_artifact(str(storage.fetch(result.checkpoint_file)), "checkpoint")
         run.set_tags({tr.CHECKPOINT: result.checkpoint_file})
         metrics = evaluation.metrics if evaluation else {}
         if evaluation is not None:
             run.log_metrics(metrics, step=len(result.history))
             for path in evaluation.artifacts.values():
                 run.log_artifact(path, "eval")
-        run.describe(describe(stage, lineage, metrics, result.checkpoint_file))
+        shown = storage.shown(result.checkpoint_file)
+        run.describe(describe(stage, lineage, metrics, shown))
         if not self.register:
             return
         name = registry.registered_name(self.dataset, self.split)

@@ -4,17 +4,14 @@ loopback, stopped by its process group afterwards."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import free_port, stop_process_group
+from conftest import s3_bucket, s3_client
 
 from stars.data.location import LocationError
 from stars.data.shards import DataError, open_dataset
@@ -22,55 +19,13 @@ from stars.data.shards import DataError, open_dataset
 BUCKET = "stars-data"
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``host:port`` of an S3 server holding the bucket ``stars-data``."""
-    pytest.importorskip("moto.server", reason="the S3 test server (moto[server], dev extra)")
-    port = free_port()
-    log = tmp_path_factory.mktemp("s3") / "moto.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    reason = log.read_text()[-500:]
-                    raise RuntimeError(f"moto server did not start: {reason}") from None
-                time.sleep(0.3)
-        yield f"127.0.0.1:{port}"
-    finally:
-        stop_process_group(server)
-
-
-def s3_client(endpoint: str):
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=f"http://{endpoint}",
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
-
-
 def upload(endpoint: str, local: Path, prefix: str, public: bool = True) -> str:
     """Copy a dataset directory to ``s3://stars-data/<prefix>``; its URI for pyarrow.
 
     The objects are public-read, so readers need no credentials: the session's Ray workers
     started before this module and do not have any."""
+    s3_bucket(endpoint, BUCKET)
     client = s3_client(endpoint)
-    if BUCKET not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
-        client.create_bucket(Bucket=BUCKET)
     for path in sorted(local.iterdir()):
         extra = {"ACL": "public-read"} if public else {}
         client.upload_file(str(path), BUCKET, f"{prefix}/{path.name}", ExtraArgs=extra)

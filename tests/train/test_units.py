@@ -22,7 +22,7 @@ from stars.model.config import preset
 from stars.model.encoder import SkeletonEncoder
 from stars.model.mamp import MAMP
 from stars.train import worker_state as ws
-from stars.train.config import OptimConfig
+from stars.train.config import OptimConfig, ScaleConfig
 from stars.train.optim import scheduled_lr
 
 
@@ -90,10 +90,12 @@ def test_the_best_monitor_checkpoint_is_selected(tmp_path):
             ckpts.values(), key=lambda c: scores[int(Path(c.path).name.split("_")[1])]
         ),
     )
-    chosen = stage_result(result, best_metric="monitor_knn_weighted_k20_top1")
+    scale = ScaleConfig(storage_path=str(tmp_path))
+    chosen = stage_result(result, scale, best_metric="monitor_knn_weighted_k20_top1")
     assert chosen.checkpoint_dir == ckpts[1].path  # the best epoch, not the last
+    assert chosen.checkpoint_file == str(Path(ckpts[1].path) / "checkpoint.pt")
     assert len(chosen.history) == 3  # the history comes from the latest checkpoint
-    assert stage_result(result).checkpoint_dir == ckpts[2].path
+    assert stage_result(result, scale).checkpoint_dir == ckpts[2].path
 
 
 class _Dir:
