@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             split = pretrain_split(data, stage1.config.data.protocol)
             tracker = Tracker(tracking, data, split, args.preset)
             print(data_line(data, split))
+            print(results_line(stage1.config.scale.storage_path, name, tracker))
             source, encoder = None, None
             if args.from_run:
                 source = source_from_run(tracker, args.from_run)
@@ -155,16 +156,30 @@ def storage_log(storage_path: str, name: str) -> tuple[Path, str]:
     return storage.local_dir(kept), kept
 
 
+def results_line(storage_path: str, name: str, tracker) -> str:
+    """One line naming where everything the job keeps goes."""
+    from stars import storage
+    from stars.paths import check_kept
+
+    root = storage.shown(check_kept("scale.storage_path", storage_path, "--set scale.storage_path"))
+    runs = tracker.uri if tracker.enabled else "off (--no-tracking)"
+    return (
+        f"[stars] results: checkpoints, Ray state and evaluation in {root}/{name}-stage*, "
+        f"log {root}/{name}.log; MLflow runs: {runs}"
+    )
+
+
 def data_line(data, split: str) -> str:
     """One line saying what the job trains on."""
+    from stars.storage import shown
     from stars.workflow.tracker import dataset_name
 
     fewshot = (data.manifest.get("fewshot") or {}).get("classes") or []
     held = f", {len(fewshot)} held out for few-shot" if fewshot else ""
     return (
-        f"[stars] data: {dataset_name(data)} at {data.root} ({data.num_samples:,} sequences, "
-        f"{data.num_classes} classes{held}, V={data.num_joints}); stage 1 trains on {split} "
-        f"({data.split_size(split):,})"
+        f"[stars] data: {dataset_name(data)} at {shown(data.root)} "
+        f"({data.num_samples:,} sequences, {data.num_classes} classes{held}, "
+        f"V={data.num_joints}); stage 1 trains on {split} ({data.split_size(split):,})"
     )
 
 

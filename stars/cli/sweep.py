@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         data = resolve_data(stage2.config.data)
         log_kept = join(sweep_storage(request), "sweep.log")
+        results = join(sweep_storage(request), "results")
         log_file = local_dir(log_kept)
         with job_console(prog, log_file, args.verbose, publish_to=log_kept):
             init_ray(args.verbose)
@@ -142,6 +143,18 @@ def main(argv: list[str] | None = None) -> int:
     if outcome.best is not None:
         objective = request.sweep.objective
         print(f"best trial: {outcome.best['trial']}  {objective} = {outcome.best[objective]:.4f}")
-        print(f"best config: {outcome.artifacts['best_config']}")
-    print(f"sweep MLflow run: {outcome.run_id}; results: {outcome.artifacts['results_csv']}")
+        print(f"best config: {kept_copy(outcome.artifacts['best_config'], results)}")
+    results_csv = kept_copy(outcome.artifacts["results_csv"], results)
+    print(f"sweep MLflow run: {outcome.run_id}; results: {results_csv}")
     return 0
+
+
+def kept_copy(local: str, kept_dir: str) -> str:
+    """A results file as kept: its path, or its URI when the sweep's storage is one."""
+    from pathlib import Path
+
+    from stars.storage import is_uri, join, shown
+
+    if not is_uri(kept_dir):
+        return local
+    return f"{shown(join(kept_dir, Path(local).name))} (local copy {local})"

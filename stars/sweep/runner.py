@@ -18,7 +18,7 @@ from stars.errors import JobError
 from stars.eval.config import EvalConfig
 from stars.model.checkpoint import encoder_state, read
 from stars.paths import check_kept
-from stars.storage import join, local_dir, parent, publish
+from stars.storage import join, local_dir, parent, publish, shown
 from stars.sweep import results as res
 from stars.sweep.config import SweepConfig, monitor_metric_of, objective_monitor
 from stars.sweep.space import SearchSpace
@@ -337,7 +337,8 @@ def run_sweep(
             concurrent = max_concurrent_trials(scale, req.sweep)
             log(
                 f"[sweep] {req.name}: {req.sweep.num_samples} trial(s) x {len(sources)} stage-1 "
-                f"source(s), {concurrent} at a time, maximising {objective}; state in {storage}"
+                f"source(s), {concurrent} at a time, maximising {objective}; "
+                f"state in {shown(storage)}"
             )
             tuner = tune.Tuner(
                 trainable,

@@ -130,7 +130,7 @@ def summary_rows(outcomes: list[StageOutcome]) -> list[list[str]]:
     rows = [header]
     for o in outcomes:
         values = [f"{o.metrics[m]:.3f}" if m in o.metrics else "-" for m in SUMMARY_METRICS]
-        rows.append([o.stage, o.run_id or "-", *values, o.checkpoint])
+        rows.append([o.stage, o.run_id or "-", *values, storage.shown(o.checkpoint)])
     return rows
 
 
