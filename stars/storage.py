@@ -148,21 +148,29 @@ def publish(local: Path, location: str) -> None:
         raise StorageError(f"cannot copy {local} to {shown(location)} ({err})") from None
 
 
-def check_writable(location: str, what: str, flag: str) -> None:
-    """Write and delete a probe object at a URI ``location``, so that a missing bucket or
-    missing credentials fail before any work, not after training."""
-    if not is_uri(location):
-        return
-    loc = _open(location)
-    probe = f"{loc.base}/.stars-probe-{uuid.uuid4().hex}"
+def write_probe(location: str) -> str:
+    """Write and delete a probe object at the URI ``location``: "" when that works, else why
+    not (a missing bucket, missing credentials, ...)."""
     try:
+        loc = _open(location)
+        probe = f"{loc.base}/.stars-probe-{uuid.uuid4().hex}"
         with loc.filesystem.open_output_stream(probe) as f:
             f.write(b"probe")
         loc.filesystem.delete_file(probe)
-    except (pa.ArrowException, OSError) as err:
-        reason = " ".join(str(err).split())[:300]
+    except (pa.ArrowException, OSError, StorageError) as err:
+        return " ".join(str(err).split())[:300] or type(err).__name__
+    return ""
+
+
+def check_writable(location: str, what: str, flag: str) -> None:
+    """A URI ``location`` this machine cannot write to fails now (a missing bucket or
+    missing credentials), not after training; nothing to check for a directory."""
+    if not is_uri(location):
+        return
+    reason = write_probe(location)
+    if reason:
         raise StorageError(
             f"{what}={shown(location)} cannot be written from this machine ({reason}). Check "
             f"the bucket exists and the credentials (AWS_* variables, an instance role, "
             f"GOOGLE_APPLICATION_CREDENTIALS), or set {flag} to another location"
-        ) from None
+        )

@@ -195,18 +195,18 @@ S3_CREDENTIALS = {
 }
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``host:port`` of an S3 API server (moto's, on loopback) for the session; stopped by
-    its process group afterwards."""
+@contextlib.contextmanager
+def s3_server(log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """An S3 API server (moto's) on a free loopback port for the block (``host:port``);
+    stopped by its process group afterwards."""
     pytest.importorskip("moto.server", reason="the S3 test server (moto[server], dev extra)")
     port = free_port()
-    log = tmp_path_factory.mktemp("s3") / "moto.log"
     with log.open("w") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
             start_new_session=True,
         )
     try:
@@ -225,21 +225,29 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stop_process_group(server)
 
 
-def s3_client(endpoint: str):
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of an S3 API server for the session (any key pair is accepted)."""
+    with s3_server(tmp_path_factory.mktemp("s3") / "moto.log") as endpoint:
+        yield endpoint
+
+
+def s3_client(endpoint: str, credentials: dict[str, str] | None = None, service: str = "s3"):
     import boto3
 
+    creds = credentials or S3_CREDENTIALS
     return boto3.client(
-        "s3",
+        service,
         endpoint_url=f"http://{endpoint}",
         region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
+        aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
     )
 
 
-def s3_bucket(endpoint: str, bucket: str) -> str:
+def s3_bucket(endpoint: str, bucket: str, credentials: dict[str, str] | None = None) -> str:
     """Create ``bucket`` (once); its URI with the options pyarrow needs for the test server."""
-    client = s3_client(endpoint)
+    client = s3_client(endpoint, credentials)
     if bucket not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
         client.create_bucket(Bucket=bucket)
     return f"s3://{bucket}?endpoint_override={endpoint}&scheme=http&region=us-east-1"

@@ -39,8 +39,7 @@ def check_storage(scale: ScaleConfig) -> str:
     path = check_kept("scale.storage_path", scale.storage_path, flag)
     if is_uri(path):
         storage.check_writable(path, "scale.storage_path", flag)
-    else:
-        check_shared(path, "scale.storage_path", "Set --set scale.storage_path to")
+    check_shared(path, "scale.storage_path", "Set --set scale.storage_path to")
     return path
 
 

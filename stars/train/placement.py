@@ -13,9 +13,10 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from stars.data.location import is_uri
 from stars.data.shards import DataError, SkeletonDataset
 from stars.errors import StarsError
-from stars.paths import StorageError
+from stars.storage import StorageError, shown
 from stars.train.config import ScaleConfig
 
 DATA_TASK_CPUS = 1.0  # a Ray Data read task asks for one CPU; the job must leave room for it
@@ -32,14 +33,44 @@ def alive_nodes() -> list[dict]:
 
 
 def check_shared(path: str, what: str, flag: str) -> None:
-    """On a multi-node cluster, a local ``path`` must be one file system every node sees:
-    a probe file written here must be visible from a task placed on each node."""
+    """On a multi-node cluster, every node must reach the storage ``path``: a local path must
+    be one file system every node sees (a probe file written here is visible from a task on
+    each node); a URI must be writable from each node (its credentials), since Ray Train's
+    workers write checkpoints from wherever they run."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    nodes = alive_nodes()
-    if len(nodes) < 2 or "://" in path:
+    nodes = alive_nodes() if ray.is_initialized() else []
+    if len(nodes) < 2:
         return
+
+    def on_each_node(task, arg: str) -> dict[str, object]:
+        refs = {
+            _node_label(n): task.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(arg)
+            for n in nodes
+        }
+        return {node: ray.get(ref, timeout=120) for node, ref in refs.items()}
+
+    if is_uri(path):
+
+        @ray.remote(num_cpus=0)
+        def writes(uri: str) -> str:
+            from stars.storage import write_probe
+
+            return write_probe(uri)
+
+        failed = {node: why for node, why in on_each_node(writes, path).items() if why}
+        if failed:
+            detail = "; ".join(f"node {node}: {why}" for node, why in failed.items())
+            raise StorageError(
+                f"{what} {shown(path)} cannot be written from every node ({detail}). Give "
+                "every node credentials for it (an instance role, AWS_* variables in the "
+                f"environment of `ray start`), or {flag.lower()} a location every node writes"
+            )
+        return
+
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
     probe = root / f".stars-probe-{uuid.uuid4().hex}"
@@ -50,13 +81,7 @@ def check_shared(path: str, what: str, flag: str) -> None:
         return Path(p).exists()
 
     try:
-        checks = {
-            _node_label(n): sees.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
-            ).remote(str(probe))
-            for n in nodes
-        }
-        missing = [node for node, ref in checks.items() if not ray.get(ref, timeout=60)]
+        missing = [node for node, seen in on_each_node(sees, str(probe)).items() if not seen]
     finally:
         probe.unlink(missing_ok=True)
     if missing:

@@ -3,18 +3,21 @@ loopback, stopped by its process group afterwards."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import s3_bucket, s3_client
+from conftest import S3_CREDENTIALS, s3_bucket, s3_client, s3_server
 
 from stars.data.location import LocationError
 from stars.data.shards import DataError, open_dataset
+from stars.storage import join
 
 BUCKET = "stars-data"
 
@@ -114,7 +117,8 @@ NODE_WITHOUT_CREDENTIALS = textwrap.dedent(
     import ray
     from ray.cluster_utils import Cluster
     from stars.data.shards import DataError, open_dataset
-    from stars.train.placement import check_data_readable
+    from stars.storage import StorageError
+    from stars.train.placement import check_data_readable, check_shared
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
@@ -123,12 +127,17 @@ NODE_WITHOUT_CREDENTIALS = textwrap.dedent(
         )
         ray.init(address=cluster.address, log_to_driver=False)
         data = open_dataset(sys.argv[1])  # the driver has credentials
+        print("BLIND", blind.node_id[:8])
         try:
             check_data_readable(data)
             print("NOT RAISED")
         except DataError as err:
-            print("BLIND", blind.node_id[:8])
             print("ERROR", err)
+        try:
+            check_shared(sys.argv[2], "scale.storage_path", "Set --set scale.storage_path to")
+            print("NOT RAISED")
+        except StorageError as err:
+            print("STORAGE", err)
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -136,16 +145,47 @@ NODE_WITHOUT_CREDENTIALS = textwrap.dedent(
 )
 
 
+@pytest.fixture(scope="module")
+def s3_with_auth(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
+    """An S3 server that checks credentials (the fixture above accepts any): its first
+    actions, unauthenticated, create a user with an access key; every later request needs
+    that key. Yields the endpoint and the key as environment variables."""
+    log = tmp_path_factory.mktemp("s3-auth") / "moto.log"
+    with s3_server(log, {"INITIAL_NO_AUTH_ACTION_COUNT": "3"}) as endpoint:
+        iam = s3_client(endpoint, service="iam")
+        iam.create_user(UserName="stars")
+        key = iam.create_access_key(UserName="stars")["AccessKey"]
+        allow_all = {"Effect": "Allow", "Action": "*", "Resource": "*"}
+        iam.put_user_policy(
+            UserName="stars",
+            PolicyName="all",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [allow_all]}),
+        )
+        yield (
+            endpoint,
+            {
+                **S3_CREDENTIALS,
+                "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+            },
+        )
+
+
 @pytest.mark.ray
 @pytest.mark.slow
-def test_a_node_that_cannot_read_the_dataset_is_named_before_training(
-    s3_endpoint, tiny_dataset_dir, tmp_path
+def test_a_node_that_cannot_read_the_dataset_or_write_results_is_named_before_training(
+    s3_with_auth, tiny_dataset_dir, tmp_path
 ):
-    uri = upload(s3_endpoint, tiny_dataset_dir, "private", public=False)
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+    endpoint, credentials = s3_with_auth
+    data = s3_bucket(endpoint, "private", credentials)
+    client = s3_client(endpoint, credentials)
+    for path in sorted(tiny_dataset_dir.iterdir()):
+        client.upload_file(str(path), "private", f"tiny/{path.name}")
+    runs = s3_bucket(endpoint, "runs", credentials)
+    env = {**os.environ, **credentials}
     env.pop("RAY_ADDRESS", None)
     out = subprocess.run(
-        [sys.executable, "-c", NODE_WITHOUT_CREDENTIALS, uri],
+        [sys.executable, "-c", NODE_WITHOUT_CREDENTIALS, join(data, "tiny"), runs],
         capture_output=True,
         text=True,
         timeout=300,
@@ -153,9 +193,14 @@ def test_a_node_that_cannot_read_the_dataset_is_named_before_training(
         env=env,
     )
     lines = {line.split(" ", 1)[0]: line for line in out.stdout.splitlines()}
-    assert "ERROR" in lines, (out.stdout[-2000:], out.stderr[-3000:])
+    assert "ERROR" in lines and "STORAGE" in lines, (out.stdout[-2000:], out.stderr[-3000:])
     blind = lines["BLIND"].split()[1]
     error = lines["ERROR"]
-    assert "s3://stars-data/private cannot be read on every node" in error
-    assert f"{blind}: s3://stars-data/private/manifest.json: cannot be read" in error
+    assert "s3://private/tiny cannot be read on every node" in error
+    assert f"{blind}: s3://private/tiny/manifest.json: cannot be read" in error
     assert error.count("manifest.json: cannot be read") == 1, error  # the head reads it
+    # Results kept at a URI: the node that cannot write there is named, the head is not.
+    storage = lines["STORAGE"]
+    assert "scale.storage_path s3://runs cannot be written from every node (node " in storage
+    assert f" {blind}: " in storage and "; node" not in storage, storage
+    assert "environment of `ray start`" in storage
