@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, mlflow_server
+from conftest import S3_CREDENTIALS, free_port, mlflow_server, s3_bucket
 
 from stars.paths import JOB_PACKAGE_MARK
 from stars.tracking import runs as tr
@@ -62,12 +62,15 @@ def _wait_for_cpus(env: dict[str, str], gcs: str, cpus: float, deadline_s: float
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory) -> Iterator[dict]:
+def cluster(tmp_path_factory, s3_endpoint) -> Iterator[dict]:
     """Head (1 CPU) + worker node (2 CPUs), each with its own temp dir (nodes sharing one on
-    a machine delete each other's job packages), token auth, loopback only."""
+    a machine delete each other's job packages), token auth, loopback only; both nodes have
+    credentials for the test S3 server."""
     tmp = tmp_path_factory.mktemp("two-nodes")
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
+    env.update(S3_CREDENTIALS)
     env.update(
+        STARS_MIRROR_DIR=str(tmp / "mirror"),
         RAY_AUTH_MODE="token",
         RAY_AUTH_TOKEN=secrets.token_hex(32),
         RAY_USAGE_STATS_ENABLED="0",
@@ -114,6 +117,7 @@ def cluster(tmp_path_factory) -> Iterator[dict]:
                 "tmp": tmp,
                 "head_tmp": Path(head_tmp),
                 "worker_tmp": Path(worker_tmp),
+                "s3": s3_endpoint,
             }
     finally:
         for process in reversed(started):
@@ -232,6 +236,60 @@ def test_a_sweep_on_two_nodes(cluster, main_job):
     assert all(t.data.tags[tr.PARENT] == sweep.info.run_id for t in trials)
     assert (tmp / "runs" / "sweeps" / "two-node-sweep" / "results" / "results.csv").is_file()
     _results_outside_packages(cluster)
+
+
+def test_results_on_s3_are_kept_there_and_enough_to_go_on(cluster):
+    """No shared mount at all: the dataset, checkpoints, evaluation outputs and the job log
+    go to S3, stage 2 reads stage 1's checkpoint from there, and a later job tunes that
+    stage-1 run again from S3 alone after the local working copies are gone."""
+    from stars import storage
+
+    root = s3_bucket(cluster["s3"], "stars-runs")
+    flags = ["--set", f"scale.storage_path={storage.join(root, 'runs')}"]
+    flags += ["--set", f"data.synthetic.cache_dir={storage.join(root, 'data')}"]
+    flags += ["--tracking-uri", cluster["tracking"], "--experiment", "on-s3"]
+    console = _submit(
+        cluster, "jobs/pretrain.py", "--preset", "tiny", "--name", "s3", "--protocols",
+        "knn,fewshot", "--set", "scale.num_workers=2", "--set", "scale.cpus_per_worker=1",
+        *flags,
+    )  # fmt: skip
+    assert (
+        "[stars] results: checkpoints, Ray state and evaluation in s3://stars-runs/runs/s3"
+        in console
+    )
+    assert "[stage 2] 100%" in console and "Traceback" not in console
+    c = tr.client(cluster["tracking"])
+    exp = c.get_experiment_by_name("on-s3")
+    runs = {r.data.tags[tr.STAGE]: r for r in c.search_runs([exp.experiment_id])}
+    assert set(runs) == {"baseline", "stage1", "stage2"}
+    for stage, run in runs.items():
+        assert run.info.status == "FINISHED", stage
+        kept = run.data.tags[tr.CHECKPOINT]
+        assert kept.startswith("s3://stars-runs/runs/") and storage.exists(kept), kept
+        # evaluation outputs beside the checkpoint (a stage's run directory holds several)
+        run_dir = storage.parent(kept)
+        if stage != "baseline":
+            run_dir = storage.parent(run_dir)
+        assert storage.exists(storage.join(run_dir, "eval", "eval.json")), stage
+    stage1, stage2 = runs["stage1"], runs["stage2"]
+    assert stage2.data.tags[tr.SOURCE_CHECKPOINT] == stage1.data.tags[tr.CHECKPOINT]
+    assert storage.exists(storage.join(root, "runs", "s3.log"))
+    assert storage.subdirectories(storage.join(root, "data"))[0].startswith("synthetic-")
+    _results_outside_packages(cluster)
+
+    shutil.rmtree(cluster["tmp"] / "mirror")  # the head's working copies: not needed
+    console = _submit(
+        cluster, "jobs/pretrain.py", "--preset", "tiny", "--name", "s3-again", "--protocols",
+        "knn", "--from-run", stage1.info.run_id, *flags,
+    )  # fmt: skip
+    assert "[stage 2] 100%" in console and "Traceback" not in console
+    again = [
+        r
+        for r in c.search_runs([exp.experiment_id])
+        if r.data.tags.get(tr.STAGE) == "stage2" and r.info.run_id != stage2.info.run_id
+    ]
+    assert len(again) == 1 and again[0].info.status == "FINISHED"
+    assert again[0].data.tags[tr.SOURCE_CHECKPOINT] == stage1.data.tags[tr.CHECKPOINT]
 
 
 def test_a_lost_node_fails_the_job_in_bounded_time_naming_it(cluster, main_job):

@@ -111,5 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [("checkpoint", storage.shown(checkpoint)), ("protocol", result.info["protocol"])]
     rows += [(k, f"{v:.4f}") for k, v in sorted(result.metrics.items())]
     rows += [(f"artifact {k}", v) for k, v in sorted(result.artifacts.items())]
+    if storage.is_uri(kept):
+        rows.append(("outputs kept at", storage.shown(kept)))
     print(table(rows))
     return 0
