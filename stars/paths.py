@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stars.data.location import Location, LocationError, is_uri
+from stars.location import Location, LocationError, is_uri
 from stars.storage import StorageError
 
 __all__ = ["StorageError", "check_kept", "check_tracking_uri", "job_package_dir"]

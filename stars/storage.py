@@ -19,8 +19,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from stars.data.location import Location, LocationError, is_uri
 from stars.errors import StarsError
+from stars.location import Location, LocationError, is_uri
 
 MIRROR_ENV = "STARS_MIRROR_DIR"
 

@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[1] / "stars"
 # Row by row, lowest first; a package may import any package of an earlier row.
 LAYERS = [
     {"errors"},
-    {"config", "skeleton", "paths"},
+    {"config", "skeleton", "location"},
+    {"storage"},
+    {"paths"},
     {"presets"},
     {"data", "model", "metrics"},
     {"plots"},

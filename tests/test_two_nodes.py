@@ -291,6 +291,27 @@ def test_results_on_s3_are_kept_there_and_enough_to_go_on(cluster):
     assert len(again) == 1 and again[0].info.status == "FINISHED"
     assert again[0].data.tags[tr.SOURCE_CHECKPOINT] == stage1.data.tags[tr.CHECKPOINT]
 
+    # A sweep from that stage-1 run, its Tune state and trial runs in the bucket too.
+    console = _submit(
+        cluster, "jobs/sweep_stage2.py", "--stage1-runs", stage1.info.run_id,
+        "--preset", "tiny", "--space", "search_spaces/tiny.yaml", "--num-samples", "2",
+        "--name", "s3-sweep", *flags,
+    )  # fmt: skip
+    assert "best trial:" in console and "Traceback" not in console
+    sweep_root = storage.join(root, "runs", "sweeps", "s3-sweep")
+    assert "results: s3://stars-runs/runs/sweeps/s3-sweep/results/results.csv" in console
+    assert storage.exists(storage.join(sweep_root, "results", "results.csv"))
+    assert storage.exists(storage.join(sweep_root, "sweep.log"))
+    trials = [
+        r
+        for r in c.search_runs([exp.experiment_id])
+        if r.data.tags.get(tr.SWEEP) == "s3-sweep" and r.data.tags.get(tr.STAGE) == "stage2"
+    ]
+    assert len(trials) == 2 and all(t.info.status == "FINISHED" for t in trials)
+    assert all(
+        t.data.tags[tr.CHECKPOINT].startswith("s3://stars-runs/runs/sweeps/") for t in trials
+    )
+
 
 def test_a_lost_node_fails_the_job_in_bounded_time_naming_it(cluster, main_job):
     """Runs last: it kills the worker node. Stage-1 workers that need 2 CPUs can only run

@@ -39,8 +39,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stars.data.location import Location, is_uri
 from stars.errors import StarsError
+from stars.location import Location, is_uri
 from stars.skeleton import JointLayout, get_layout
 
 SCHEMA_VERSION = 1

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from stars import storage
 from stars.data.config import DataConfig, SyntheticConfig
-from stars.data.location import is_uri
 from stars.data.prepare import ensure_synthetic, synthetic_dir_name
 from stars.data.shards import MANIFEST_NAME, SkeletonDataset, open_dataset
+from stars.location import is_uri
 from stars.paths import check_kept
 
 

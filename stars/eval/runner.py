@@ -19,11 +19,11 @@ from typing import Any
 
 from stars.config import ConfigError, to_dict
 from stars.data.config import DataConfig
-from stars.data.location import is_uri
 from stars.data.shards import SkeletonDataset
 from stars.eval.config import EvalConfig
 from stars.eval.feature_cache import RAW_POSE, FeatureCache
 from stars.eval.protocols import PROTOCOLS, TRAINING_PROTOCOLS, EvalContext
+from stars.location import is_uri
 from stars.metrics.feature_set import FeatureSet
 from stars.storage import shown
 from stars.train.config import ScaleConfig

@@ -23,8 +23,8 @@ import torch
 
 from stars import storage
 from stars.config import from_dict
-from stars.data.location import is_uri
 from stars.errors import StarsError
+from stars.location import is_uri
 from stars.model.config import ModelConfig
 from stars.model.encoder import SkeletonEncoder
 from stars.model.mamp import MAMP

@@ -284,15 +284,15 @@ def run_sweep(
     restoring = tune.Tuner.can_restore(experiment_path)
     if restoring and not req.resume:
         raise JobError(
-            f"sweep {req.name!r} already exists at {experiment_path}: add --resume to continue "
-            "it, or choose another --name"
+            f"sweep {req.name!r} already exists at {shown(experiment_path)}: add --resume to "
+            "continue it, or choose another --name"
         )
     if (
         req.resume
         and not restoring
         and not find_sweep_run(tracker.client, tracker.experiment, req.name)
     ):
-        raise JobError(f"nothing to resume: no sweep {req.name!r} at {experiment_path}")
+        raise JobError(f"nothing to resume: no sweep {req.name!r} at {shown(experiment_path)}")
     stage2 = pin(req.stage2, pins, f"sweep.objective={objective}")
     if pins["stage2.monitor"] == "fewshot_val":
         novel = (data.manifest.get("fewshot") or {}).get("classes") or []
@@ -329,7 +329,7 @@ def run_sweep(
         )
         progress = SweepProgress(tracker.uri, tracker.experiment, req.name, objective)
         if restoring:
-            log(f"[sweep] resuming {req.name} from {experiment_path}")
+            log(f"[sweep] resuming {req.name} from {shown(experiment_path)}")
             tuner = tune.Tuner.restore(experiment_path, trainable, resume_errored=True)
         else:
             scale = stage2.config.scale

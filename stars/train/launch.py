@@ -9,10 +9,10 @@ from typing import Any
 from stars import storage
 from stars.config import ConfigError, to_dict
 from stars.data.config import DataConfig
-from stars.data.location import is_uri
 from stars.data.pipeline import build_base_dataset, build_dataset, fits_in_memory
 from stars.data.shards import SkeletonDataset
 from stars.data.source import pretrain_split
+from stars.location import is_uri
 from stars.model.checkpoint import CHECKPOINT_FILE
 from stars.paths import check_kept
 from stars.tracking.epoch_metrics import RunRef

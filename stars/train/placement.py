@@ -13,9 +13,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from stars.data.location import is_uri
 from stars.data.shards import DataError, SkeletonDataset
 from stars.errors import StarsError
+from stars.location import is_uri
 from stars.storage import StorageError, shown
 from stars.train.config import ScaleConfig
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from stars import storage
 from stars.config import to_dict
 from stars.data.config import DataConfig
-from stars.data.location import is_uri
 from stars.data.shards import SkeletonDataset
 from stars.errors import JobError
 from stars.eval.config import EvalConfig
 from stars.eval.runner import EvalResult, evaluate
+from stars.location import is_uri
 from stars.metrics.feature_set import FeatureSet
 from stars.model.checkpoint import CHECKPOINT_FILE, resolve_checkpoint, write_random_init
 from stars.tracking import runs as tr

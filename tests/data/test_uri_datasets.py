@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from conftest import S3_CREDENTIALS, s3_bucket, s3_client, s3_server
 
-from stars.data.location import LocationError
 from stars.data.shards import DataError, open_dataset
+from stars.location import LocationError
 from stars.storage import join
 
 BUCKET = "stars-data"

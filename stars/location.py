@@ -1,4 +1,4 @@
-"""Where a dataset lives: a local directory, or a URI that pyarrow opens (``s3://``,
+"""Where a dataset or results live: a local directory, or a URI that pyarrow opens (``s3://``,
 ``gs://``, ``hdfs://``, ...).
 
 A URI carries what pyarrow's ``FileSystem.from_uri`` accepts, e.g.
