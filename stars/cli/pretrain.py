@@ -147,11 +147,13 @@ def main(argv: list[str] | None = None) -> int:
 def storage_log(storage_path: str, name: str) -> tuple[Path, str]:
     """Where the job's library logs go: ``<storage>/<name>.log``, written locally (the
     storage directory, or a URI's mirror) and copied to a URI when the job ends; a path that
-    would not outlive the job is refused first."""
+    would not outlive the job, or a URI this machine cannot write, is refused first."""
     from stars import storage
     from stars.paths import check_kept
 
-    root = check_kept("scale.storage_path", storage_path, "--set scale.storage_path")
+    flag = "--set scale.storage_path"
+    root = check_kept("scale.storage_path", storage_path, flag)
+    storage.check_writable(root, "scale.storage_path", flag)  # a URI: before any work
     kept = storage.join(root, f"{name}.log")
     return storage.local_dir(kept), kept
 

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     prog = "sweep_stage2.py"
     from stars.cli.console import job_console
     from stars.data.source import resolve_data
-    from stars.storage import join, local_dir
+    from stars.storage import check_writable, join, local_dir
     from stars.sweep.runner import SweepRequest, run_sweep, sweep_storage
     from stars.sweep.space import load_space
 
@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             resume=args.resume,
         )
         data = resolve_data(stage2.config.data)
+        root = stage2.config.scale.storage_path
+        check_writable(root, "scale.storage_path", "--set scale.storage_path")
         log_kept = join(sweep_storage(request), "sweep.log")
         results = join(sweep_storage(request), "results")
         log_file = local_dir(log_kept)

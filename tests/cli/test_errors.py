@@ -98,3 +98,22 @@ def test_sweep_space_errors(capsys, tmp_path, tiny_dataset_dir):
     args = ["--stage1-runs", "abc", "--space", str(space).replace("space", "none")]
     err = one_line_error(capsys, sweep_main, args, "sweep_stage2.py")
     assert "cannot read search space" in err
+
+
+def test_results_in_a_bucket_that_does_not_exist_fail_before_any_work(
+    capsys, monkeypatch, s3_endpoint, tiny_dataset_dir
+):
+    from conftest import S3_CREDENTIALS
+
+    for key, value in S3_CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    runs = f"s3://no-such-bucket/runs?endpoint_override={s3_endpoint}&scheme=http"
+    common = ["--data", str(tiny_dataset_dir), "--preset", "tiny", "--set"]
+    for main, prog, extra in [
+        (pretrain_main, "pretrain.py", []),
+        (stage2_main, "tune_stage2.py", ["--from", "x.pt"]),
+        (sweep_main, "sweep_stage2.py", ["--stage1-checkpoint", "x.pt"]),
+    ]:
+        err = one_line_error(capsys, main, [*common, f"scale.storage_path={runs}", *extra], prog)
+        assert "scale.storage_path=s3://no-such-bucket/runs cannot be written" in err, err
+        assert "--set scale.storage_path" in err
