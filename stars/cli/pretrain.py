@@ -164,10 +164,10 @@ def results_line(storage_path: str, name: str, tracker) -> str:
     from stars.paths import check_kept
 
     root = storage.shown(check_kept("scale.storage_path", storage_path, "--set scale.storage_path"))
-    runs = tracker.uri if tracker.enabled else "off (--no-tracking)"
+    tracking = tracker.uri if tracker.enabled else "off (--no-tracking)"
     return (
         f"[stars] results: checkpoints, Ray state and evaluation in {root}/{name}-stage*, "
-        f"log {root}/{name}.log; MLflow runs: {runs}"
+        f"log {root}/{name}.log; MLflow: {tracking}"
     )
 
 
