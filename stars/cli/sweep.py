@@ -131,10 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             resume=args.resume,
         )
         data = resolve_data(stage2.config.data)
-        root = stage2.config.scale.storage_path
-        check_writable(root, "scale.storage_path", "--set scale.storage_path")
-        log_kept = join(sweep_storage(request), "sweep.log")
-        results = join(sweep_storage(request), "results")
+        flag = "--set scale.storage_path"
+        check_writable(stage2.config.scale.storage_path, "scale.storage_path", flag)
+        kept = sweep_storage(request)
+        log_kept, results = join(kept, "sweep.log"), join(kept, "results")
         log_file = local_dir(log_kept)
         with job_console(prog, log_file, args.verbose, publish_to=log_kept):
             init_ray(args.verbose)
