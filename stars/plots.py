@@ -101,3 +101,50 @@ def plot_confusion(
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     return save_figure(fig, path)
+
+
+def plot_comparison(
+    series: dict[str, dict[str, tuple[float, float, float]]],
+    path: str | Path,
+    title: str,
+    notes: list[str] | None = None,
+) -> Path:
+    """Grouped bars in percent: one group per metric, one bar per series (e.g. control,
+    stage 1, stage 2), each ``(value, low, high)`` drawn with its 95 % interval as an error
+    bar; ``notes`` are printed under the plot (the differences in words)."""
+    plt = pyplot()
+    metrics = sorted({m for bars in series.values() for m in bars}, key=_metric_order)
+    width = 0.8 / max(len(series), 1)
+    notes = notes or []
+    fig, axes = plt.subplots(
+        2,
+        1,
+        figsize=(max(7.0, 2.2 + 1.9 * len(metrics)), 4.0 + 0.18 * len(notes)),
+        gridspec_kw={"height_ratios": [4.0, 0.1 + 0.18 * len(notes)]},
+    )
+    ax, below = axes
+    colours = ["tab:gray", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
+    for i, (name, bars) in enumerate(series.items()):
+        xs = [k + (i - (len(series) - 1) / 2) * width for k, m in enumerate(metrics) if m in bars]
+        vals = [bars[m] for m in metrics if m in bars]
+        heights = [100 * v[0] for v in vals]
+        errors = [[100 * (v[0] - v[1]) for v in vals], [100 * (v[2] - v[0]) for v in vals]]
+        ax.bar(xs, heights, width, yerr=errors, capsize=3, label=name, color=colours[i % 6])
+        for x, h in zip(xs, heights, strict=True):
+            ax.text(x, 1, f"{h:.1f}", ha="center", va="bottom", fontsize=7, color="white")
+    ax.set_xticks(range(len(metrics)), metrics, fontsize=8)
+    ax.set_ylabel("%  (bars: 95 % interval)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    below.axis("off")
+    if notes:
+        below.text(0.0, 1.0, "\n".join(notes), fontsize=7, va="top", family="monospace")
+    return save_figure(fig, path)
+
+
+def _metric_order(name: str) -> tuple[int, str]:
+    """Few-shot first (what the platform is compared on), then kNN, then linear."""
+    for rank, prefix in enumerate(("fewshot_", "knn_", "linear_")):
+        if name.startswith(prefix):
+            return rank, name
+    return 3, name

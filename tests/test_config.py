@@ -77,7 +77,7 @@ def test_validation_in_post_init_is_reported():
 
 
 def test_dump_round_trips(tmp_path):
-    cfg = load_config(Job, None, ["inner.depth=3", "data.seed=7"])
+    cfg = load_config(Job, None, ["inner.depth=3", "data.batch_size=7"])
     text = dump_yaml(cfg, tmp_path / "c.yaml")
     again = load_config(Job, tmp_path / "c.yaml")
     assert again == cfg

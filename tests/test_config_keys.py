@@ -277,11 +277,11 @@ def test_a_default_never_beats_a_file_and_a_flag_beats_set(tmp_path):
 
     args = build_parser().parse_args(["--preset", "tiny", "--config", str(path)])
     *_, evaluation, _ = load_layered(args)
-    assert evaluation.protocols == ("knn",) and evaluation.fewshot_episodes == 4
+    assert evaluation.config.protocols == ("knn",) and evaluation.config.fewshot_episodes == 4
     args = build_parser().parse_args(
         ["--preset", "tiny", "--config", str(path), "--protocols", "linear"]
     )
-    assert load_layered(args)[2].protocols == ("linear",)
+    assert load_layered(args)[2].config.protocols == ("linear",)
     args = build_parser().parse_args(["--preset", "tiny", "--set", "data.path=a", "--data", "b"])
     assert load_layered(args)[0].config.data.path == "b"
 
@@ -303,3 +303,32 @@ def test_every_config_field_is_read_by_the_library(cls):
     read = _read_attributes(Path(__file__).resolve().parents[1] / "stars")
     unread = sorted(k for k in flatten(cls()) if k.rsplit(".", 1)[-1] not in read)
     assert not unread, f"fields no library code reads: {unread}"
+
+
+def test_the_main_jobs_one_seed_reaches_both_stages_and_the_evaluation(tmp_path, tiny_dataset_dir):
+    """``--seed`` is every stage's and the evaluation's; stage 2 takes stage 1's ``seed``
+    unless it is set for stage 2; an evaluation seed that differs from the job's is refused, naming the key."""
+    from stars.cli.pretrain import build_parser, load_layered
+
+    def resolved(*argv: str):
+        args = build_parser().parse_args(
+            ["--preset", "tiny", "--data", str(tiny_dataset_dir), *argv]
+        )
+        stage1, stage2, evaluation, tracking = load_layered(args)
+        data = resolve_data(stage1.config.data, progress=False)
+        return resolve_main(stage1, stage2, evaluation, tracking, data)
+
+    plain = resolved()
+    assert (plain.stage1.seed, plain.stage2.seed, plain.eval.seed) == (0, 0, 0)
+    cfg = resolved("--seed", "3")
+    assert (cfg.stage1.seed, cfg.stage2.seed, cfg.eval.seed) == (3, 3, 3)
+    cfg = resolved("--set", "seed=4")
+    assert (cfg.stage1.seed, cfg.stage2.seed, cfg.eval.seed) == (4, 4, 4)
+    cfg = resolved("--set", "seed=3", "--stage2-set", "seed=5")
+    assert (cfg.stage1.seed, cfg.stage2.seed, cfg.eval.seed) == (3, 5, 3)
+    cfg = resolved("--seed", "3", "--stage2-set", "seed=5")  # a flag beats --set
+    assert (cfg.stage1.seed, cfg.stage2.seed, cfg.eval.seed) == (3, 3, 3)
+    with pytest.raises(ConfigError, match="seed=5 cannot be set here"):
+        resolved("--set", "seed=3", "--eval-set", "seed=5")
+    with pytest.raises(ConfigError, match="seed must be >= 0"):
+        resolved("--seed", "-1")

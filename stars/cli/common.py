@@ -62,6 +62,33 @@ def add_config_args(parser: argparse.ArgumentParser, config_help: str) -> None:
     add_overrides_argument(parser)
 
 
+def add_seed_args(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--seed N`` (the job's one seed) and ``--seeds N|LIST`` (repeat ``what`` per seed,
+    under one group run, with intervals over seeds)."""
+    group = parser.add_argument_group("seeds")
+    group.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="the job's seed (default 0): data order, initialisation, masking and evaluation "
+        "draws derive from it",
+    )
+    group.add_argument(
+        "--seeds",
+        default="",
+        metavar="N|LIST",
+        help=f"repeat {what} with N seeds (--seed, --seed+1, ...) or with the listed ones "
+        "(--seeds 0,3,7); aggregates with 95 %% intervals over seeds go on one group run",
+    )
+    group.add_argument(
+        "--seeds-at-once",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seeds run concurrently (default: as many as the cluster has room for)",
+    )
+
+
 def add_verbose_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--verbose",

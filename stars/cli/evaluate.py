@@ -9,6 +9,7 @@ from pathlib import Path
 from stars.cli.common import (
     DATA_HELP,
     add_config_args,
+    add_seed_args,
     add_verbose_arg,
     init_ray,
     protocol_list,
@@ -44,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--protocol", help="the dataset's train/test pair (default: its own)")
     add_config_args(parser, "YAML file of evaluation job keys (data, eval, scale)")
     parser.add_argument("--out", help="results directory (default: eval/ beside the checkpoint)")
+    add_seed_args(
+        parser,
+        "the evaluation (few-shot episodes, probe, fine-tuning and subsets; for --checkpoint "
+        "random, the initialisation)",
+    )
     add_verbose_arg(parser)
     return parser
 
@@ -57,14 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     from stars.eval.feature_cache import RAW_POSE, use_in_process
     from stars.eval.resolve import resolve_eval
     from stars.eval.runner import evaluate
-    from stars.model.checkpoint import (
-        RANDOM_INIT,
-        encoder_state,
-        read,
-        resolve_checkpoint,
-        write_random_init,
-    )
-    from stars.model.config import preset as preset_model
+    from stars.model.checkpoint import RANDOM_INIT, encoder_state, read
+    from stars.workflow.repeats import parse_seeds
 
     with reported(prog):
         raw = args.checkpoint == RAW_POSE
@@ -77,17 +77,15 @@ def main(argv: list[str] | None = None) -> int:
             flags["eval.protocol"] = args.protocol
         if args.data:
             flags["data.path"] = args.data
+        if args.seed is not None:
+            flags["eval.seed"] = args.seed
         layered = load_layers(
             EvalJobConfig, job_preset(args.preset, "eval"), args.config, args.overrides, flags
         )
         data = resolve_data(layered.config.data)
-        if args.checkpoint == RANDOM_INIT:  # the preset's architecture, seeded, untrained
-            model = dataclasses.replace(preset_model(args.preset), num_joints=data.num_joints)
-            seed = layered.config.eval.seed
-            path = write_random_init(model, seed, Path(args.out) / f"random-{args.preset}.pt")
-            checkpoint = str(path)
-        else:
-            checkpoint = RAW_POSE if raw else resolve_checkpoint(args.checkpoint)
+        seeds = parse_seeds(args.seeds, layered.config.eval.seed) if args.seeds else []
+        first = seeds[0] if seeds else layered.config.eval.seed
+        checkpoint = eval_checkpoint(args, data, first)
         encoder = None if raw else encoder_state(read(checkpoint), checkpoint)[0]
         cfg = resolve_eval(layered, data, encoder, checkpoint)
         # Beside the checkpoint by default: its run's directory, or that URI's local mirror
@@ -98,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
             trains = set(cfg.eval.protocols) & set(TRAINING_PROTOCOLS)
             if trains or not use_in_process(cfg.eval, data, encoder, cfg.scale.use_gpu):
                 init_ray(args.verbose)
+            if len(seeds) > 1:
+                return evaluate_seeds(args, cfg, data, seeds, out, kept)
+            cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, seed=first))
             result = evaluate(
                 checkpoint,
                 data,
@@ -113,5 +114,61 @@ def main(argv: list[str] | None = None) -> int:
     rows += [(f"artifact {k}", v) for k, v in sorted(result.artifacts.items())]
     if storage.is_uri(kept):
         rows.append(("outputs kept at", storage.shown(kept)))
+    print(table(rows))
+    return 0
+
+
+def eval_checkpoint(args, data, seed: int) -> str:
+    """The checkpoint to evaluate: ``raw``, a seeded random-init encoder of the preset's
+    architecture (``random``), or the given one."""
+    from stars.eval.feature_cache import RAW_POSE
+    from stars.model.checkpoint import RANDOM_INIT, resolve_checkpoint, write_random_init
+    from stars.model.config import preset as preset_model
+
+    if args.checkpoint == RANDOM_INIT:  # the preset's architecture, seeded, untrained
+        model = dataclasses.replace(preset_model(args.preset), num_joints=data.num_joints)
+        name = f"random-{args.preset}.pt" if seed == 0 else f"random-{args.preset}-seed{seed}.pt"
+        return str(write_random_init(model, seed, Path(args.out) / name))
+    if args.checkpoint == RAW_POSE:
+        return RAW_POSE
+    return resolve_checkpoint(args.checkpoint)
+
+
+def evaluate_seeds(args, cfg, data, seeds: list[int], out: Path, kept: str) -> int:
+    """The evaluation once per seed (``<out>/seed-<N>/``), then every compared metric as
+    mean ± 95 % interval over seeds in ``<out>/eval_seeds.json``."""
+    import json
+
+    from stars import storage
+    from stars.eval.runner import evaluate
+    from stars.metrics.intervals import t_interval
+    from stars.workflow.group import compared_metrics, points
+
+    per_seed: dict[int, dict[str, float]] = {}
+    for seed in seeds:
+        checkpoint = eval_checkpoint(args, data, seed)
+        seeded = dataclasses.replace(cfg.eval, seed=seed)
+        result = evaluate(
+            checkpoint,
+            data,
+            seeded,
+            out / f"seed-{seed}",
+            data_cfg=cfg.data,
+            scale=cfg.scale,
+            run_name=f"{out.name}-seed{seed}",
+        )
+        per_seed[seed] = result.metrics
+    names = sorted(set.intersection(*(set(compared_metrics(m)) for m in per_seed.values())))
+    summary: dict[str, float] = {}
+    rows: list[tuple[str, object]] = [("checkpoint", args.checkpoint), ("seeds", seeds)]
+    for name in names:
+        iv = t_interval([per_seed[s][name] for s in seeds], "seeds")
+        summary.update(iv.metrics(name))
+        rows.append((name, f"{points(iv)} (mean ± 95 % over {len(seeds)} seeds, %)"))
+    path = out / "eval_seeds.json"
+    doc = {"seeds": seeds, "metrics": summary, "per_seed": {str(s): m for s, m in per_seed.items()}}
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True))
+    storage.publish(out, kept)
+    rows.append(("results", str(path)))
     print(table(rows))
     return 0

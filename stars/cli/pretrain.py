@@ -9,6 +9,7 @@ from stars.cli.common import (
     DATA_HELP,
     add_config_args,
     add_overrides_argument,
+    add_seed_args,
     add_tracking_args,
     add_verbose_arg,
     init_ray,
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stage1-only", action="store_true", help="pre-train and evaluate, no stage 2"
     )
     parser.add_argument("--from-run", default="", help="tune the stage-1 MLflow run RUN_ID")
+    add_seed_args(parser, "the whole lineage (control, stage 1, evaluation, stage 2, evaluation)")
     parser.add_argument(
         "--protocols",
         help="evaluation protocols after each stage, comma-separated (default: the feature "
@@ -61,12 +63,13 @@ def load_layered(args: argparse.Namespace):
     if args.config:
         read_sections(args.config, SECTIONS)
     flags = {"data.path": args.data} if args.data else {}
+    seed = {"seed": args.seed} if args.seed is not None else {}
     stage1 = load_layers(
         Stage1JobConfig,
         job_preset(args.preset, "stage1"),
         args.config,
         args.overrides,
-        flags,
+        {**flags, **seed},
         section="stage1",
     )
     stage2 = load_layers(
@@ -74,9 +77,11 @@ def load_layered(args: argparse.Namespace):
         job_preset(args.preset, "stage2"),
         args.config,
         args.stage2_set,
+        seed,
         section="stage2",
     )
     eval_flags = {"protocols": protocol_list(args.protocols)} if args.protocols is not None else {}
+    eval_flags.update(seed)
     evaluation = load_layers(
         EvalConfig,
         job_preset(args.preset, "eval")["eval"],
@@ -88,7 +93,7 @@ def load_layered(args: argparse.Namespace):
     tracking = load_layers(
         TrackingConfig, {}, args.config, (), tracking_flags(args), section="tracking"
     )
-    return stage1, stage2, evaluation.config, tracking.config
+    return stage1, stage2, evaluation, tracking.config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,13 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     from stars.data.source import pretrain_split, resolve_data
     from stars.model.checkpoint import encoder_state, read
     from stars.workflow.config import resolve_main
-    from stars.workflow.main_job import format_summary, run_main
+    from stars.workflow.main_job import format_summary
+    from stars.workflow.repeats import parse_seeds
     from stars.workflow.stages import source_from_run
     from stars.workflow.tracker import Tracker
 
     name = args.name or run_name("stars")
     with reported(prog):
         stage1, stage2, evaluation, tracking = load_layered(args)
+        seeds = parse_seeds(args.seeds, stage1.config.seed) if args.seeds else []
         log_file, log_kept = storage_log(stage1.config.scale.storage_path, name)
         with job_console(prog, log_file, args.verbose, publish_to=log_kept):
             data = resolve_data(stage1.config.data)  # a bad --data fails here, before Ray
@@ -126,22 +133,62 @@ def main(argv: list[str] | None = None) -> int:
                 source.checkpoint if source else "",
             )
             init_ray(args.verbose)
-            outcomes = run_main(
-                cfg,
-                data,
-                name,
-                preset=args.preset,
-                stage1_only=args.stage1_only,
-                source=source,
-                tracker=tracker,
-                progress=True,
-            )
+            if len(seeds) > 1:
+                return finish_group(args, cfg, data, name, seeds, source, tracker)
+            if seeds:
+                from stars.workflow.main_job import seeded
+
+                cfg = seeded(cfg, seeds[0])
+            outcomes = run_one(args, cfg, data, name, source, tracker)
     print()
-    print(format_summary(outcomes))
+    print(format_summary(outcomes, cfg.eval.bootstrap_resamples, cfg.eval.seed))
     if tracker.enabled:
         print()
-        print(mlflow_hint(tracker, [o.run_id for o in outcomes if o.run_id]))
+        print(mlflow_hint(tracker, [o.run_id for o in outcomes if o.run_id], outcomes))
     return 0
+
+
+def run_one(args, cfg, data, name, source, tracker):
+    from stars.workflow.main_job import run_main
+
+    return run_main(
+        cfg,
+        data,
+        name,
+        preset=args.preset,
+        stage1_only=args.stage1_only,
+        source=source,
+        tracker=tracker,
+        progress=True,
+    )
+
+
+def finish_group(args, cfg, data, name, seeds, source, tracker) -> int:
+    """Every seed's lineage under one group run, then the summary over seeds."""
+    from stars.workflow.group_run import format_group_summary
+    from stars.workflow.main_job import run_main_group
+    from stars.workflow.repeats import seeds_at_once
+
+    at_once = seeds_at_once(cfg.stage1.scale, len(seeds), args.seeds_at_once)
+    print(f"[stars] {len(seeds)} seeds ({', '.join(map(str, seeds))}), {at_once} at a time")
+    group = run_main_group(
+        cfg,
+        data,
+        name,
+        seeds,
+        at_once=at_once,
+        preset=args.preset,
+        stage1_only=args.stage1_only,
+        source=source,
+        tracker=tracker,
+        progress=True,
+    )
+    print()
+    print(format_group_summary(group.metrics, group.lineages))
+    if tracker.enabled:
+        print()
+        print(group_hint(tracker, group.run_id))
+    return 1 if group.failed else 0
 
 
 def storage_log(storage_path: str, name: str) -> tuple[Path, str]:
@@ -185,19 +232,49 @@ def data_line(data, split: str) -> str:
     )
 
 
-def mlflow_hint(tracker, run_ids: list[str]) -> str:
-    """How to look at the runs: the UI command for a local store and the compare URL."""
-    from stars.tracking.lineage import compare_url, runs_url, ui_base
+def mlflow_hint(tracker, run_ids: list[str], outcomes=None) -> str:
+    """How to look at the runs: the UI command for a local store, the comparison figure
+    (on the stage-1 run), the runs table sorted by few-shot accuracy and the compare page."""
+    from stars.tracking.lineage import artifact_url, compare_url, runs_url, ui_base
+    from stars.workflow.main_job import COMPARISON_FILE
 
     base = ui_base(tracker.uri)
-    lines = []
-    if not tracker.uri.startswith(("http://", "https://")):
-        lines.append(
-            f"MLflow UI:  mlflow ui --backend-store-uri {tracker.uri} --host 127.0.0.1 --port 5000"
-        )
+    lines = _ui_command(tracker)
     exp = tracker.client.get_experiment_by_name(tracker.experiment)
-    if exp is not None:
-        lines.append(f"runs:       {runs_url(base, exp.experiment_id)}")
-    if exp is not None and run_ids:
+    if exp is None:
+        return "\n".join(lines)
+    holder = next((o for o in outcomes or [] if o.stage == "stage1" and o.run_id), None)
+    if holder is not None and COMPARISON_FILE in _artifact_names(tracker, holder.run_id):
+        url = artifact_url(base, exp.experiment_id, holder.run_id, COMPARISON_FILE)
+        lines.append(f"comparison: {url}")
+    lines.append(f"runs:       {runs_url(base, exp.experiment_id, order_by='fewshot_5shot_mean')}")
+    if run_ids:
         lines.append(f"compare:    {compare_url(base, run_ids, [exp.experiment_id])}")
+    return "\n".join(lines)
+
+
+def _artifact_names(tracker, run_id: str) -> set[str]:
+    return {f.path for f in tracker.client.list_artifacts(run_id)}
+
+
+def _ui_command(tracker) -> list[str]:
+    if tracker.uri.startswith(("http://", "https://")):
+        return []
+    return [f"MLflow UI:  mlflow ui --backend-store-uri {tracker.uri} --host 127.0.0.1 --port 5000"]
+
+
+def group_hint(tracker, group_run_id: str) -> str:
+    """The group run's comparison figure and overview, and its runs sorted by few-shot."""
+    from stars.tracking.lineage import artifact_url, run_url, runs_url, ui_base
+    from stars.workflow.group_run import FIGURE as COMPARISON_FILE
+
+    base = ui_base(tracker.uri)
+    lines = _ui_command(tracker)
+    exp = tracker.client.get_experiment_by_name(tracker.experiment)
+    if exp is None or not group_run_id:
+        return "\n".join(lines)
+    exp_id = exp.experiment_id
+    lines.append(f"comparison: {artifact_url(base, exp_id, group_run_id, COMPARISON_FILE)}")
+    lines.append(f"group run:  {run_url(base, exp_id, group_run_id)}")
+    lines.append(f"runs:       {runs_url(base, exp_id, order_by='fewshot_5shot_mean')}")
     return "\n".join(lines)

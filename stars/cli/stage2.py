@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from stars.cli.common import (
     DATA_HELP,
     add_config_args,
     add_overrides_argument,
+    add_seed_args,
     add_tracking_args,
     add_verbose_arg,
     init_ray,
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluation protocols after tuning, comma-separated (default: none)",
     )
     add_overrides_argument(parser, "--eval-set", "eval_set", "dotted evaluation override")
+    add_seed_args(parser, "the tuning (and its evaluation) of the one stage-1 source")
     add_tracking_args(parser)
     add_verbose_arg(parser)
     return parser
@@ -60,23 +63,31 @@ def main(argv: list[str] | None = None) -> int:
     from stars.data.source import pretrain_split, resolve_data
     from stars.model.checkpoint import encoder_state, read
     from stars.train.resolve import resolve_stage2
-    from stars.workflow.stages import source_from_checkpoint, source_from_run, tracked_stage2
+    from stars.workflow.config import evaluation_seeded
+    from stars.workflow.repeats import parse_seeds
+    from stars.workflow.stages import source_from_checkpoint, source_from_run
     from stars.workflow.tracker import Tracker
 
     name = args.name or run_name("stage2")
     with reported(prog):
         flags = {"data.path": args.data} if args.data else {}
+        seed = {"seed": args.seed} if args.seed is not None else {}
         layered = load_layers(
-            Stage2JobConfig, job_preset(args.preset, "stage2"), args.config, args.overrides, flags
+            Stage2JobConfig,
+            job_preset(args.preset, "stage2"),
+            args.config,
+            args.overrides,
+            {**flags, **seed},
         )
         evaluation = load_layers(
             EvalConfig,
             job_preset(args.preset, "eval")["eval"],
             None,
             args.eval_set,
-            {"protocols": protocol_list(args.protocols)},
-        ).config
+            {"protocols": protocol_list(args.protocols), **seed},
+        )
         tracking = load_layers(TrackingConfig, {}, None, (), tracking_flags(args)).config
+        seeds = parse_seeds(args.seeds, layered.config.seed) if args.seeds else []
         log_file, log_kept = storage_log(layered.config.scale.storage_path, name)
         with job_console(prog, log_file, args.verbose, publish_to=log_kept):
             data = resolve_data(layered.config.data)
@@ -90,8 +101,28 @@ def main(argv: list[str] | None = None) -> int:
             )
             encoder = encoder_state(read(source.checkpoint), source.checkpoint)[0]
             cfg = resolve_stage2(layered, data, encoder, source.checkpoint)
+            evaluation = evaluation_seeded(evaluation, cfg.seed)
             init_ray(args.verbose)
-            outcome = tracked_stage2(cfg, source, data, name, tracker, evaluation, progress=True)
+            if len(seeds) > 1:
+                return tune_group(args, cfg, evaluation, data, name, seeds, source, tracker)
+            if seeds:
+                cfg, evaluation = with_seed(cfg, evaluation, seeds[0])
+            outcome = tune_one(cfg, evaluation, data, name, source, tracker)
+    print(table(outcome_rows(outcome, source)))
+    return 0
+
+
+def with_seed(cfg, evaluation, seed: int):
+    return dataclasses.replace(cfg, seed=seed), dataclasses.replace(evaluation, seed=seed)
+
+
+def tune_one(cfg, evaluation, data, name, source, tracker, **group):
+    from stars.workflow.stages import tracked_stage2
+
+    return tracked_stage2(cfg, source, data, name, tracker, evaluation, progress=True, **group)
+
+
+def outcome_rows(outcome, source) -> list[tuple[str, object]]:
     history = outcome.result.history if outcome.result else []
     last = history[-1] if history else {}
     rows = [
@@ -104,5 +135,58 @@ def main(argv: list[str] | None = None) -> int:
     rows += [(k, f"{v:.4f}") for k, v in last.items() if k.startswith("monitor_")]
     rows += [(k, f"{v:.4f}") for k, v in sorted(outcome.metrics.items())]
     rows.append(("checkpoint", outcome.checkpoint))
-    print(table(rows))
-    return 0
+    return rows
+
+
+def tune_group(args, cfg, evaluation, data, name, seeds, source, tracker) -> int:
+    """One tuned run per seed from the same source, under one group run nested under the
+    source's run; then the summary over seeds."""
+    from stars import storage
+    from stars.cli.pretrain import group_hint
+    from stars.config import flatten
+    from stars.train.launch import shared_training_rows
+    from stars.train.progress import prefixed_print
+    from stars.workflow.group_run import format_group_summary, run_group
+    from stars.workflow.repeats import seeds_at_once
+    from stars.workflow.stages import stage2_run_name
+
+    at_once = seeds_at_once(cfg.scale, len(seeds), args.seeds_at_once)
+    print(f"[stars] {len(seeds)} seeds ({', '.join(map(str, seeds))}), {at_once} at a time")
+
+    def lineage(seed: int, group):
+        seeded, seeded_eval = with_seed(cfg, evaluation, seed)
+        outcome = tune_one(
+            seeded,
+            seeded_eval,
+            data,
+            f"{name}-seed{seed}",
+            source,
+            tracker,
+            parent_run_id=group.run_id or None,
+            run_name=f"{stage2_run_name(seeded, source)} seed={seed}",
+            tags=group.member_tags(),
+            log=prefixed_print,
+        )
+        return [outcome]
+
+    kept = storage.join(cfg.scale.storage_path, f"{name}-group")
+    with shared_training_rows():
+        group = run_group(
+            tracker,
+            name,
+            seeds,
+            f"stage2 <- {source.short}",
+            flatten(cfg),
+            lineage,
+            at_once=at_once,
+            out_dir=storage.local_dir(kept),
+            repeated=("stage2",),
+            parent_run_id=source.run_id,
+        )
+    storage.publish(storage.local_dir(kept), kept)
+    print()
+    print(format_group_summary(group.metrics, group.lineages))
+    if tracker.enabled:
+        print()
+        print(group_hint(tracker, group.run_id))
+    return 1 if group.failed else 0

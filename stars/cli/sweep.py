@@ -54,6 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--name", help="sweep name (default: generated); with --resume, the one to continue"
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="the sweep's seed (default 0): the search's draws and the trials' stage-2 seed "
+        "(repeats use seed, seed+1, ...)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        help="seeds each configuration trains with; its objective is their mean, with a "
+        "95 %% interval over them (sweep.repeats, default 1)",
+    )
     add_overrides_argument(parser, "--stage1-set", "stage1_set", "stage-1 override (two-level)")
     add_overrides_argument(parser, "--eval-set", "eval_set", "evaluation override")
     add_overrides_argument(
@@ -86,18 +98,21 @@ def main(argv: list[str] | None = None) -> int:
                 ("objective", args.objective),
                 ("scheduler", args.scheduler),
                 ("search", args.search),
+                ("seed", args.seed),
+                ("repeats", args.repeats),
             )
             if value is not None
         }
         sweep = load_layers(
             SweepConfig, {}, args.config, args.sweep_set, sweep_flags, section="sweep"
         ).config
+        seed = {"seed": args.seed} if args.seed is not None else {}
         stage2 = load_layers(
             Stage2JobConfig,
             job_preset(args.preset, "stage2"),
             args.config,
             args.overrides,
-            flags,
+            {**flags, **seed},
             section="stage2",
         )
         stage1 = load_layers(
@@ -105,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             job_preset(args.preset, "stage1"),
             args.config,
             args.stage1_set,
-            flags,
+            {**flags, **seed},
             section="stage1",
         )
         eval_tree = job_preset(args.preset, "eval")["eval"]
@@ -143,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     print(outcome.table)
     print()
     if outcome.best is not None:
-        objective = request.sweep.objective
-        print(f"best trial: {outcome.best['trial']}  {objective} = {outcome.best[objective]:.4f}")
+        from stars.sweep.results import best_lines
+
+        for line in best_lines(outcome.rows, outcome.best, request.sweep.objective):
+            print(line)
         print(f"best config: {kept_copy(outcome.artifacts['best_config'], results)}")
     results_csv = kept_copy(outcome.artifacts["results_csv"], results)
     print(f"sweep MLflow run: {outcome.run_id}; results: {results_csv}")

@@ -32,9 +32,6 @@ class DataConfig:
         batch_size: per-worker batch size.
         shuffle_buffer: local shuffle buffer (rows) on each worker; 0 disables.
         map_batch_size: rows per Ray Data transform task.
-        seed: makes training data reproducible (tests, debugging): the order of each epoch
-            and rank, and the random views (in memory: per epoch; streaming: per Ray Data
-            block, the same every epoch). None draws fresh randomness each pass.
         in_memory: training workers keep their share of the rows in memory and make the
             random views themselves (true), or Ray Data streams and transforms them every
             epoch (false); unset: in memory when a worker's share fits 2 GiB.
@@ -50,7 +47,6 @@ class DataConfig:
     batch_size: int = 32
     shuffle_buffer: int = 512
     map_batch_size: int = 256
-    seed: int | None = None
     in_memory: bool | None = None
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 

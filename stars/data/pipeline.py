@@ -76,11 +76,13 @@ def transform_batch(
             "sample_index": index,
         }
     if mode == "train":
-        seed = None if cfg.seed is None else [cfg.seed, int(index[0]) if len(index) else 0]
+        # Fresh randomness on every pass: a Ray Data task cannot tell which epoch it serves,
+        # and views seeded by the block would repeat every epoch. The streaming path seeds
+        # the order (``epoch_seed``); the in-memory path seeds the views too.
         x = transforms.train_view(
             joints,
             lengths,
-            np.random.default_rng(seed),
+            np.random.default_rng(),
             out_frames=cfg.num_frames,
             ratio=cfg.train_crop,
             min_frames=cfg.min_crop_frames,
@@ -185,13 +187,13 @@ def fits_in_memory(data: SkeletonDataset, split: str, cfg: DataConfig, workers: 
 
 class InMemoryTrainSet:
     """A worker's training rows, read from its Ray Data shard once; every epoch is a fresh
-    permutation (seeded by ``data.seed``, the epoch and the rank when a seed is set) whose
+    permutation (seeded by the job's seed, the epoch and the rank) whose
     batches get the random training views here, vectorised over the batch. Saves the per-epoch
     pipeline start-up that dominates small datasets. The last partial batch is dropped, as on
     the streaming path, so every rank takes the same number of steps."""
 
-    def __init__(self, shard: Any, cfg: DataConfig, rank: int):
-        self.shard, self.cfg, self.rank = shard, cfg, rank
+    def __init__(self, shard: Any, cfg: DataConfig, rank: int, seed: int):
+        self.shard, self.cfg, self.rank, self.seed = shard, cfg, rank, seed
         self.rows: dict[str, np.ndarray] | None = None
 
     def load(self) -> dict[str, np.ndarray]:
@@ -210,8 +212,7 @@ class InMemoryTrainSet:
         import torch
 
         rows, cfg = self.load(), self.cfg
-        seed = None if cfg.seed is None else [cfg.seed, epoch, self.rank]
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng([self.seed, epoch, self.rank])
         order = rng.permutation(len(rows["label"]))
         for lo in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
             idx = order[lo : lo + cfg.batch_size]
@@ -233,11 +234,13 @@ class InMemoryTrainSet:
 
 class StreamingTrainSet:
     """The streaming path: Ray Data transforms every epoch (:func:`iter_worker_batches`).
-    With ``data.seed`` set, the local shuffle is seeded by the seed, the epoch and the rank,
-    so a resumed epoch sees that epoch's order, not the first epoch's."""
+    The local shuffle is seeded by the job's seed, the epoch and the rank, so a resumed epoch
+    sees that epoch's order, not the first epoch's. The views are drawn afresh in Ray Data's
+    tasks and the blocks arrive in no fixed order, so a streamed run is not bit-reproducible
+    (``data.in_memory=true`` is, when a worker's share fits)."""
 
-    def __init__(self, shard: Any, cfg: DataConfig, rank: int = 0):
-        self.shard, self.cfg, self.rank = shard, cfg, rank
+    def __init__(self, shard: Any, cfg: DataConfig, rank: int = 0, seed: int = 0):
+        self.shard, self.cfg, self.rank, self.seed = shard, cfg, rank, seed
 
     def epoch(self, epoch: int, device: Any = "cpu") -> Iterator[dict[str, torch.Tensor]]:
         return iter_worker_batches(
@@ -245,15 +248,13 @@ class StreamingTrainSet:
             self.cfg,
             "train",
             device,
-            shuffle_seed=epoch_seed(self.cfg, epoch, self.rank),
+            shuffle_seed=epoch_seed(self.seed, epoch, self.rank),
         )
 
 
-def epoch_seed(cfg: DataConfig, epoch: int, rank: int) -> int | None:
-    """One int seed per (``data.seed``, epoch, rank); None when no seed is set."""
-    if cfg.seed is None:
-        return None
-    return int(np.random.SeedSequence([cfg.seed, epoch, rank]).generate_state(1)[0])
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """One int seed per (job seed, epoch, rank)."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
 def iter_worker_batches(

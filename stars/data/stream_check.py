@@ -34,7 +34,7 @@ def stream_worker_loop(config: dict[str, Any]) -> None:
     for epoch in range(int(config["epochs"])):
         ids: list[int] = []
         steps, rows_after_warmup, t_warm = 0, 0, None
-        seed = epoch_seed(cfg, epoch, rank)
+        seed = epoch_seed(int(config.get("seed", 0)), epoch, rank)
         for batch in iter_worker_batches(shard, cfg, mode=config["mode"], shuffle_seed=seed):
             if steps == warmup:
                 t_warm = time.perf_counter()

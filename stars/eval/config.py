@@ -25,8 +25,11 @@ class EvalConfig:
         protocols: names from :data:`stars.eval.protocols.PROTOCOLS` (default: the feature
             protocols). ``transfer`` fine-tunes on the given dataset and reports ``transfer_*``.
         protocol: the dataset's train/test pair (empty: the manifest's default).
-        fewshot_shots, fewshot_episodes, seed: n exemplars per class; episodes per n; base
-            seed of the episode draws (recorded with the results).
+        fewshot_shots, fewshot_episodes: n exemplars per class; episodes per n.
+        seed: the evaluation's draws: few-shot episodes (recorded with the results), the
+            linear probe, the fine-tuning runs and semi-supervised subsets, k-means, t-SNE,
+            the bootstrap. In a training job it is the job's ``seed``.
+        bootstrap_resamples: resamples of the bootstrap interval of per-sample metrics.
         semi_fractions, semi_seeds: labelled fractions of the training split and draws each.
         tsne_classes, tsne_per_class: t-SNE sample (15 classes x 100 in the paper).
         feature_actors: encoder replicas of the Ray Data feature extraction.
@@ -47,6 +50,7 @@ class EvalConfig:
     fewshot_shots: tuple[int, ...] = (1, 2, 5, 10)
     fewshot_episodes: int = 10
     seed: int = 0
+    bootstrap_resamples: int = 1000
     linear: LinearProbeConfig = field(default_factory=LinearProbeConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     semi_fractions: tuple[float, ...] = (0.01, 0.1)
@@ -71,6 +75,10 @@ class EvalConfig:
             )
         if self.fewshot_episodes < 1 or any(n < 1 for n in self.fewshot_shots):
             raise ValueError("few-shot needs >= 1 episode and shots >= 1")
+        if self.bootstrap_resamples < 100:
+            raise ValueError("bootstrap_resamples must be >= 100")
+        if self.seed < 0:
+            raise ValueError("seed must be >= 0")
 
 
 @dataclass(frozen=True)

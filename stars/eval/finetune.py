@@ -41,7 +41,6 @@ class FinetuneConfig:
     label_smoothing: float = 0.1
     head_dropout: float = 0.0
     clip_grad: float = 0.0
-    seed: int = 0
     amp: Literal["bf16", "fp16", "none"] = "bf16"
 
     def optim(self) -> OptimConfig:
@@ -120,8 +119,10 @@ def evaluate_classifier(model: nn.Module, shard: Any, data_cfg: DataConfig, devi
 
 @dataclass(frozen=True)
 class FinetuneJobConfig:
-    """What a fine-tuning worker receives: the recipe, the data pipeline and the scaling."""
+    """What a fine-tuning worker receives: the recipe, the data pipeline, the scaling and the
+    run's seed (the evaluation's, or a semi-supervised draw's)."""
 
+    seed: int = 0
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     data: DataConfig = field(default_factory=DataConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
@@ -174,7 +175,7 @@ def finetune_worker(config: dict[str, Any]) -> None:
         epochs=ft.epochs,
         optim=ft.optim(),
         data=job.data,
-        seed=ft.seed,
+        seed=job.seed,
         amp=ft.amp,
         torch_threads=job.scale.torch_threads,
         checkpoint_every=job.scale.checkpoint_every,

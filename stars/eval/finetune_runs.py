@@ -52,7 +52,8 @@ def run_finetune(
     ``train_samples``, and the mean training loss of the first and last epochs.
     """
     data, scale = job.data, job.scale
-    ft = job.cfg.finetune if seed is None else dataclasses.replace(job.cfg.finetune, seed=seed)
+    ft = job.cfg.finetune
+    seed = job.cfg.seed if seed is None else seed
     dcfg = dataclasses.replace(job.data_cfg, num_frames=job.num_frames, batch_size=ft.batch_size)
     in_memory = fits_in_memory(data, job.train_split, dcfg, scale.num_workers)
     train = train_dataset(data, job.train_split, dcfg, in_memory)
@@ -65,7 +66,7 @@ def run_finetune(
     batch = min(ft.batch_size, max(1, rows // scale.num_workers))
     ft = dataclasses.replace(ft, batch_size=batch)
     dcfg = dataclasses.replace(dcfg, batch_size=batch)
-    job_cfg = FinetuneJobConfig(finetune=ft, data=dcfg, scale=scale)
+    job_cfg = FinetuneJobConfig(seed=seed, finetune=ft, data=dcfg, scale=scale)
     trainer = make_trainer(
         finetune_worker,
         {
@@ -108,7 +109,9 @@ def run_semi_supervised(
     for fraction in job.cfg.semi_fractions:
         tag = f"{fraction * 100:g}pct".replace(".", "_")
         scores, first, last = [], [], []
-        for seed in range(job.cfg.semi_seeds):
+        for draw in range(job.cfg.semi_seeds):
+            # Draws of another evaluation seed are other subsets (never the same "1 %").
+            seed = job.cfg.seed * 1000 + draw
             ids = stratified_subset(arrays["sample_index"], arrays["label"], fraction, seed)
             path = save_subset(
                 subset_dir / f"{tag}_seed{seed}.json", ids, fraction, seed, job.train_split

@@ -22,7 +22,6 @@ class LinearProbeConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 0.0
-    seed: int = 0
 
 
 def train_linear_probe(
@@ -30,14 +29,17 @@ def train_linear_probe(
     train_y: torch.Tensor,
     num_classes: int,
     cfg: LinearProbeConfig = LinearProbeConfig(),
+    seed: int = 0,
 ) -> nn.Module:
-    """Fit BN + Linear on (N, C) features and (N,) labels; returns the probe in eval mode."""
-    gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    """Fit BN + Linear on (N, C) features and (N,) labels; returns the probe in eval mode.
+
+    Every draw (initial weights, batch order) comes from one generator seeded by ``seed``,
+    never torch's global RNG, so probes fitted in concurrent threads stay reproducible."""
+    gen = torch.Generator().manual_seed(seed)
     probe = nn.Sequential(
         nn.BatchNorm1d(train_x.shape[1], affine=False), nn.Linear(train_x.shape[1], num_classes)
     )
-    nn.init.trunc_normal_(probe[1].weight, std=0.01)
+    nn.init.trunc_normal_(probe[1].weight, std=0.01, generator=gen)
     nn.init.zeros_(probe[1].bias)
     opt = torch.optim.SGD(
         probe.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
@@ -82,17 +84,20 @@ def linear_probe(
     test_y: torch.Tensor,
     num_classes: int,
     cfg: LinearProbeConfig = LinearProbeConfig(),
-) -> tuple[dict[str, float], np.ndarray]:
+    seed: int = 0,
+) -> tuple[dict[str, float], np.ndarray, dict[str, np.ndarray]]:
     """Train on (N, C) train features, test on (Q, C).
 
-    Returns ``({"linear_top1", "linear_top5"}, confusion (K, K))``.
+    Returns ``({"linear_top1", "linear_top5"}, confusion (K, K), per-query correctness
+    {"linear_top1": (Q,) bool, "linear_top5": (Q,) bool})``.
     """
-    probe = train_linear_probe(train_x, train_y, num_classes, cfg)
+    probe = train_linear_probe(train_x, train_y, num_classes, cfg, seed)
     with torch.no_grad():
         logits = probe(test_x.float())
     top = logits.topk(min(5, num_classes), dim=1).indices
-    top1 = float((top[:, 0] == test_y).float().mean()) if len(test_y) else 0.0
-    top5 = float((top == test_y[:, None]).any(dim=1).float().mean()) if len(test_y) else 0.0
-    return {"linear_top1": top1, "linear_top5": top5}, confusion_matrix(
-        top[:, 0], test_y, num_classes
-    )
+    correct = {
+        "linear_top1": (top[:, 0] == test_y).numpy(),
+        "linear_top5": (top == test_y[:, None]).any(dim=1).numpy(),
+    }
+    scores = {k: float(v.mean()) if len(test_y) else 0.0 for k, v in correct.items()}
+    return scores, confusion_matrix(top[:, 0], test_y, num_classes), correct

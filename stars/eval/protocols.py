@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from stars.metrics.outcomes import Outcomes
+
 if TYPE_CHECKING:
     from stars.data.config import DataConfig
     from stars.data.shards import SkeletonDataset
@@ -42,8 +44,15 @@ class EvalContext:
     label: str = "this encoder"
     compare: dict[str, FeatureSet] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    outcomes: Outcomes = field(default_factory=Outcomes)
     info: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
+
+    def record_samples(self, metric: str, sample_index: np.ndarray, correct: np.ndarray) -> None:
+        """A per-sample metric: its value (the mean) and its outcomes."""
+        hits = np.asarray(correct, dtype=bool)
+        self.metrics[metric] = float(hits.mean()) if len(hits) else 0.0
+        self.outcomes.add_samples(metric, sample_index, hits)
 
     def training_job(self):
         from stars.eval.finetune_runs import TrainingJob
@@ -71,21 +80,21 @@ def fewshot_parts(data: SkeletonDataset, test_split: str) -> tuple[str, str | No
 
 def run_knn(ctx: EvalContext) -> None:
     """1-NN (cosine) and weighted kNN of the test split against the training split."""
-    from stars.metrics.knn import weighted_knn_report
+    from stars.metrics.knn import knn_correct, weighted_knn_correct
 
     bank, query = ctx.features(ctx.train_split), ctx.features(ctx.test_split)
-    ctx.metrics.update(
-        weighted_knn_report(
-            *bank.tensors(), *query.tensors(), ctx.cfg.knn_ks, ctx.cfg.knn_temperature
-        )
+    correct = weighted_knn_correct(
+        *bank.tensors(), *query.tensors(), ctx.cfg.knn_ks, ctx.cfg.knn_temperature
     )
     if ctx.cfg.validation:
         from stars.data.pipeline import HOLDOUT_MODULUS
-        from stars.metrics.knn import knn_top1
 
         held = bank.sample_index % HOLDOUT_MODULUS == 0
         val_bank, val_query = bank.subset(np.flatnonzero(~held)), bank.subset(np.flatnonzero(held))
-        ctx.metrics["knn_val_top1"] = knn_top1(*val_bank.tensors(), *val_query.tensors())
+        correct["knn_val_top1"] = knn_correct(*val_bank.tensors(), *val_query.tensors())
+    for name, hits in correct.items():
+        ids = val_query.sample_index if name == "knn_val_top1" else query.sample_index
+        ctx.record_samples(name, ids, hits.numpy())
 
 
 def run_linear(ctx: EvalContext) -> None:
@@ -94,10 +103,11 @@ def run_linear(ctx: EvalContext) -> None:
     from stars.plots import plot_confusion
 
     bank, query = ctx.features(ctx.train_split), ctx.features(ctx.test_split)
-    scores, confusion = linear_probe(
-        *bank.tensors(), *query.tensors(), ctx.data.num_classes, ctx.cfg.linear
+    _, confusion, correct = linear_probe(
+        *bank.tensors(), *query.tensors(), ctx.data.num_classes, ctx.cfg.linear, ctx.cfg.seed
     )
-    ctx.metrics.update(scores)
+    for name, hits in correct.items():
+        ctx.record_samples(name, query.sample_index, hits)
     path = plot_confusion(confusion, ctx.out / "confusion.png", ctx.data.class_names)
     ctx.artifacts["confusion"] = str(path)
 
@@ -109,16 +119,22 @@ def run_fewshot(ctx: EvalContext) -> None:
     gallery_split, query_split, source = fewshot_parts(ctx.data, ctx.test_split)
     gallery = ctx.features(gallery_split)
     query = ctx.features(query_split) if query_split else None
+    cfg = ctx.cfg
     scores, seeds = fewshot_report(
-        gallery, query, ctx.cfg.fewshot_shots, ctx.cfg.fewshot_episodes, ctx.cfg.seed
+        gallery, query, cfg.fewshot_shots, cfg.fewshot_episodes, cfg.seed, outcomes=ctx.outcomes
     )
     ctx.metrics.update(scores)
-    if ctx.cfg.validation:
+    if cfg.validation:
         from stars.metrics.fewshot import fewshot_split_report
 
         ctx.metrics.update(
             fewshot_split_report(
-                gallery, query, ctx.cfg.fewshot_shots, ctx.cfg.fewshot_episodes, ctx.cfg.seed
+                gallery,
+                query,
+                cfg.fewshot_shots,
+                cfg.fewshot_episodes,
+                cfg.seed,
+                outcomes=ctx.outcomes,
             )
         )
     ctx.info["fewshot"] = {

@@ -6,6 +6,12 @@
 a flat dict of stable metric names (``knn_top1``, ``linear_top1``, ``fewshot_5shot_mean``,
 ``cluster_silhouette``, ``finetune_top1``, ...) plus what was evaluated (checkpoint, dataset
 digest, protocol, seeds, the exact config).
+
+Every kNN, linear and few-shot metric comes with its 95 % interval
+(``<metric>_ci95_low`` / ``_ci95_high``: a bootstrap over the test samples, a t-interval over
+the episodes), computed from the per-sample and per-episode outcomes, which are kept in
+``out_dir/outcomes.npz`` so that a later evaluation can be paired with this one
+(``delta_<metric>``, :meth:`stars.metrics.outcomes.Outcomes.deltas`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from stars.eval.feature_cache import RAW_POSE, FeatureCache
 from stars.eval.protocols import PROTOCOLS, TRAINING_PROTOCOLS, EvalContext
 from stars.location import is_uri
 from stars.metrics.feature_set import FeatureSet
+from stars.metrics.outcomes import OUTCOMES_FILE, Outcomes
 from stars.storage import shown
 from stars.train.config import ScaleConfig
 
@@ -33,12 +40,14 @@ RESULTS_FILE = "eval.json"
 
 @dataclass
 class EvalResult:
-    """Metrics (flat, stable names), artifact paths by name, and the features computed."""
+    """Metrics (flat, stable names, with their intervals), artifact paths by name, the
+    features computed and the per-item outcomes behind the metrics."""
 
     metrics: dict[str, float]
     info: dict[str, Any]
     artifacts: dict[str, str] = field(default_factory=dict)
     features: dict[str, FeatureSet] = field(default_factory=dict)
+    outcomes: Outcomes = field(default_factory=Outcomes)
 
 
 def evaluate(
@@ -112,6 +121,15 @@ def evaluate(
         start = time.perf_counter()
         proto.run(ctx)
         timings[name] = round(time.perf_counter() - start, 2)
+    ctx.metrics.update(ctx.outcomes.intervals(cfg.bootstrap_resamples, cfg.seed))
+    if ctx.outcomes.metric_names():
+        ctx.artifacts["outcomes"] = str(ctx.outcomes.save(out / OUTCOMES_FILE))
+    ctx.info["intervals"] = {
+        "level": 0.95,
+        "samples": f"percentile bootstrap over the test samples, {cfg.bootstrap_resamples} "
+        "resamples",
+        "episodes": "Student-t over the episodes",
+    }
     ctx.info["timings_s"] = timings
     if timings:
         parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items())
@@ -119,4 +137,4 @@ def evaluate(
     path = out / RESULTS_FILE
     path.write_text(json.dumps({"metrics": ctx.metrics, **ctx.info}, indent=2, sort_keys=True))
     ctx.artifacts["results"] = str(path)
-    return EvalResult(ctx.metrics, ctx.info, ctx.artifacts, dict(features.sets))
+    return EvalResult(ctx.metrics, ctx.info, ctx.artifacts, dict(features.sets), ctx.outcomes)

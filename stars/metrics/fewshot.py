@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from stars.metrics.feature_set import FeatureSet
+from stars.metrics.outcomes import Outcomes
 
 DEFAULT_SHOTS = (1, 2, 5, 10)
 
@@ -102,8 +103,10 @@ def fewshot_report(
     episodes: int = 10,
     seed: int = 0,
     prefix: str = "fewshot",
+    outcomes: Outcomes | None = None,
 ) -> tuple[dict[str, float], dict[str, list[int]]]:
-    """Mean and std over ``episodes`` episodes per n.
+    """Mean and std over ``episodes`` episodes per n; each episode's accuracy goes into
+    ``outcomes`` when given (for intervals and paired differences).
 
     Returns ``({"{prefix}_{n}shot_mean", "{prefix}_{n}shot_std",
     "{prefix}_{n}shot_classmean_mean", ...}, {"{n}": [episode seeds]})``.
@@ -120,6 +123,9 @@ def fewshot_report(
         metrics[f"{prefix}_{n}shot_classmean_mean"] = float(accs[:, 1].mean())
         metrics[f"{prefix}_{n}shot_classmean_std"] = float(accs[:, 1].std())
         seeds[str(n)] = ep_seeds
+        if outcomes is not None:
+            outcomes.add_episodes(f"{prefix}_{n}shot_mean", ep_seeds, accs[:, 0])
+            outcomes.add_episodes(f"{prefix}_{n}shot_classmean_mean", ep_seeds, accs[:, 1])
     return metrics, seeds
 
 
@@ -148,6 +154,7 @@ def fewshot_split_report(
     shots: tuple[int, ...] = DEFAULT_SHOTS,
     episodes: int = 10,
     seed: int = 0,
+    outcomes: Outcomes | None = None,
 ) -> dict[str, float]:
     """``fewshot_val_*`` on the validation half of the novel classes and ``fewshot_test_*``
     on the test half (:func:`validation_classes`)."""
@@ -161,6 +168,7 @@ def fewshot_split_report(
             episodes,
             seed,
             prefix=f"fewshot_{name}",
+            outcomes=outcomes,
         )
         metrics.update(part)
     return metrics

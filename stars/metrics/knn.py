@@ -36,6 +36,21 @@ def knn_predict(
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
+def knn_correct(
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    query: torch.Tensor,
+    query_labels: torch.Tensor,
+    k: int = 1,
+    temperature: float | None = None,
+) -> torch.Tensor:
+    """(Q,) bool: whether each query's kNN prediction is its label."""
+    if not len(query_labels):
+        return torch.zeros(0, dtype=torch.bool)
+    num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
+    return knn_predict(bank, bank_labels, query, k, temperature, num_classes) == query_labels
+
+
 def knn_top1(
     bank: torch.Tensor,
     bank_labels: torch.Tensor,
@@ -44,9 +59,26 @@ def knn_top1(
     k: int = 1,
     temperature: float | None = None,
 ) -> float:
-    num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
-    pred = knn_predict(bank, bank_labels, query, k, temperature, num_classes)
-    return float((pred == query_labels).float().mean()) if len(pred) else 0.0
+    correct = knn_correct(bank, bank_labels, query, query_labels, k, temperature)
+    return float(correct.float().mean()) if len(correct) else 0.0
+
+
+def weighted_knn_correct(
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    query: torch.Tensor,
+    query_labels: torch.Tensor,
+    ks: tuple[int, ...] = (10, 20, 40),
+    temperature: float = 0.1,
+) -> dict[str, torch.Tensor]:
+    """``{"knn_top1": (Q,) bool, "knn_weighted_k10_top1": ..., ...}``: per-query correctness
+    of 1-NN and of weighted kNN."""
+    out = {"knn_top1": knn_correct(bank, bank_labels, query, query_labels, 1, None)}
+    for k in ks:
+        out[f"knn_weighted_k{k}_top1"] = knn_correct(
+            bank, bank_labels, query, query_labels, k, temperature
+        )
+    return out
 
 
 def weighted_knn_report(
@@ -58,9 +90,5 @@ def weighted_knn_report(
     temperature: float = 0.1,
 ) -> dict[str, float]:
     """``{"knn_top1": ..., "knn_weighted_k10_top1": ..., ...}``: 1-NN and weighted kNN."""
-    out = {"knn_top1": knn_top1(bank, bank_labels, query, query_labels, 1, None)}
-    for k in ks:
-        out[f"knn_weighted_k{k}_top1"] = knn_top1(
-            bank, bank_labels, query, query_labels, k, temperature
-        )
-    return out
+    correct = weighted_knn_correct(bank, bank_labels, query, query_labels, ks, temperature)
+    return {name: float(c.float().mean()) if len(c) else 0.0 for name, c in correct.items()}

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import io
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -68,18 +69,20 @@ def stage1_payload(model: MAMP, **training_state: Any) -> dict[str, Any]:
     return make_payload("stage1", model.cfg, model=cpu_state(model), **training_state)
 
 
+_GLOBAL_RNG = threading.Lock()
 RANDOM_INIT = "random"  # as a checkpoint: a randomly initialised encoder (the control)
 
 
 def write_random_init(cfg: ModelConfig, seed: int, path: str | Path) -> Path:
     """A stage-1 checkpoint of a randomly initialised (seeded) MAMP model of ``cfg``: the
     control that separates what pre-training adds from what the architecture gives."""
-    generator_state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        model = MAMP(cfg)
-    finally:
-        torch.set_rng_state(generator_state)
+    with _GLOBAL_RNG:  # the modules draw from torch's global RNG; seeds may run in threads
+        generator_state = torch.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            model = MAMP(cfg)
+        finally:
+            torch.set_rng_state(generator_state)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save(path, stage1_payload(model, epoch=-1, global_step=0, random_init_seed=seed))

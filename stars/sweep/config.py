@@ -30,6 +30,10 @@ class SweepConfig:
         trial_cpus: CPUs each trial's driver reserves (its Ray Train workers take their own).
         max_trial_failures: Tune retries of a failed trial (it resumes its TorchTrainer).
         seed: seed of the search's draws.
+        repeats: seeds each configuration is trained with (the stage-2 ``seed``, +1, ...);
+            its objective is their mean, with a t-interval over them. 1: one seed, whose
+            interval is over its few-shot episodes only. More than 1 needs
+            ``scheduler=none`` (ASHA would compare one seed's curve).
     """
 
     num_samples: int = 8
@@ -42,12 +46,20 @@ class SweepConfig:
     trial_cpus: float = 0.1
     max_trial_failures: int = 0
     seed: int = 0
+    repeats: int = 1
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:
             raise ValueError("num_samples must be >= 1")
         if not self.trial_cpus > 0:
             raise ValueError("trial_cpus must be > 0 (Ray refuses an empty reservation)")
+        if self.repeats < 1:
+            raise ValueError("repeats must be >= 1")
+        if self.repeats > 1 and self.scheduler == "asha":
+            raise ValueError(
+                "repeats > 1 with scheduler=asha: ASHA stops trials on one seed's curve; "
+                "use scheduler=none, or repeats=1"
+            )
 
 
 def objective_monitor(objective: str) -> dict[str, object]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from stars.metrics.intervals import SUFFIX_HIGH, SUFFIX_LOW
 from stars.storage import shown
 from stars.sweep.trial import TRIAL_DONE
 
@@ -39,8 +40,12 @@ def trial_rows(results: Iterable[Any], keys: list[str], objective: str) -> list[
             or shown(source.get("checkpoint", "")).rsplit("/", 1)[-1],
             **{key: params.get(key) for key in keys},
             "epochs": metrics.get("epoch"),
+            "repeats": metrics.get("repeats"),
             objective: metrics.get("objective") if status != "FAILED" else None,
         }
+        for suffix in (SUFFIX_LOW, SUFFIX_HIGH):
+            value = metrics.get("objective" + suffix)
+            row[objective + suffix] = value if status != "FAILED" else None
         row.update({m: metrics.get(m) for m in TEST_METRICS if m in metrics})
         row["mlflow_run"] = metrics.get("mlflow_run_id", "")
         if result.error is not None:
@@ -51,32 +56,86 @@ def trial_rows(results: Iterable[Any], keys: list[str], objective: str) -> list[
 
 def best_row(rows: list[dict[str, Any]], objective: str, mode: str = "max") -> dict | None:
     """The finished trial with the best validation objective."""
-    done = [r for r in rows if r["status"] == "DONE" and _finite(r.get(objective))]
+    done = [r for r in rows if r["status"] == "DONE" and finite(r.get(objective))]
     if not done:
         return None
     pick = max if mode == "max" else min
     return pick(done, key=lambda r: r[objective])
 
 
-def _finite(value: Any) -> bool:
+def finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
+def interval_of(row: dict[str, Any], objective: str) -> tuple[float, float] | None:
+    low, high = row.get(objective + SUFFIX_LOW), row.get(objective + SUFFIX_HIGH)
+    return (low, high) if finite(low) and finite(high) else None
+
+
+def with_interval(row: dict[str, Any], objective: str) -> str:
+    """``0.2638 ± 0.0210`` (the objective and its interval's half-width), or the value."""
+    value = row.get(objective)
+    if not finite(value):
+        return "-"
+    iv = interval_of(row, objective)
+    return f"{value:.4f}" if iv is None else f"{value:.4f} ± {(iv[1] - iv[0]) / 2:.4f}"
+
+
+def format_table(rows: list[dict[str, Any]], objective: str = "") -> str:
+    """The trials as a table; the objective shown with its interval (``value ± half``)."""
     if not rows:
         return "(no trials)"
-    columns = [c for c in rows[0] if c not in ("mlflow_run", "error")]
+    hidden = {"mlflow_run", "error", objective + SUFFIX_LOW, objective + SUFFIX_HIGH}
+    columns = [c for c in rows[0] if c not in hidden]
 
-    def show(value: Any) -> str:
+    def show(row: dict[str, Any], column: str) -> str:
+        if column == objective:
+            return with_interval(row, objective)
+        value = row.get(column)
         if isinstance(value, float):
             return f"{value:.4g}"
         return "-" if value is None else str(value)
 
-    table = [columns] + [[show(r.get(c)) for c in columns] for r in rows]
+    header = [f"{c} (± 95 %)" if c == objective else c for c in columns]
+    table = [header] + [[show(r, c) for c in columns] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     return "\n".join(
         "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)) for line in table
     )
+
+
+def best_lines(rows: list[dict[str, Any]], best: dict[str, Any], objective: str) -> list[str]:
+    """The best trial with its interval, what the interval is over, and the trials whose
+    interval overlaps it: those the sweep cannot tell apart from the best."""
+    repeats = int(best.get("repeats") or 1)
+    if repeats > 1:
+        over = f"95 % interval over {repeats} training seeds (sweep.repeats={repeats})"
+    else:
+        over = (
+            "95 % interval over the evaluation of one seed only (sweep.repeats=1: it holds "
+            "no spread over training seeds, which is usually larger)"
+        )
+    lines = [
+        f"best trial: {best['trial']}  {objective} = {with_interval(best, objective)} ({over})"
+    ]
+    best_iv = interval_of(best, objective)
+    if best_iv is None:
+        lines.append("no interval for the best trial: it cannot be told apart from the others")
+        return lines
+    close = [
+        r
+        for r in rows
+        if r is not best
+        and r["status"] == "DONE"
+        and (iv := interval_of(r, objective)) is not None
+        and iv[1] >= best_iv[0]
+    ]
+    if close:
+        shown = ", ".join(f"{r['trial']} ({with_interval(r, objective)})" for r in close)
+        lines.append(f"not distinguishable from the best (intervals overlap): {shown}")
+    else:
+        lines.append("no other finished trial's interval overlaps the best one's")
+    return lines
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -104,7 +163,8 @@ def write_best_config(
         value = best[key]
         node[leaf] = list(value) if isinstance(value, tuple) else value
     header = (
-        f"# Best trial {best['trial']} of the sweep: {objective} = {best[objective]:.4f}\n"
+        f"# Best trial {best['trial']} of the sweep: {objective} = "
+        f"{with_interval(best, objective)} (± 95 % interval)\n"
         f"# (stage-1 source: {best['stage1_run']}). Use with:\n"
         "#   python jobs/tune_stage2.py --from-run RUN_ID --config THIS_FILE\n"
     )
@@ -124,7 +184,7 @@ def plot_objective(rows: list[dict[str, Any]], keys: list[str], objective: str, 
             pts = [
                 (r[key], r[objective])
                 for r in rows
-                if r["status"] == status and _finite(r.get(objective)) and r.get(key) is not None
+                if r["status"] == status and finite(r.get(objective)) and r.get(key) is not None
             ]
             if pts:
                 xs, ys = zip(*pts, strict=True)

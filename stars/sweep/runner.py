@@ -16,6 +16,7 @@ from stars.data.shards import SkeletonDataset
 from stars.data.source import pretrain_split
 from stars.errors import JobError
 from stars.eval.config import EvalConfig
+from stars.metrics.intervals import SUFFIX_HIGH, SUFFIX_LOW
 from stars.model.checkpoint import encoder_state, read
 from stars.paths import check_kept
 from stars.storage import join, local_dir, parent, publish, shown
@@ -29,6 +30,7 @@ from stars.tracking.config import TrackingConfig
 from stars.train.config import ScaleConfig, Stage1JobConfig, Stage2JobConfig
 from stars.train.placement import DATA_TASK_CPUS
 from stars.train.resolve import resolve_stage1, resolve_stage2
+from stars.workflow.config import evaluation_seeded
 from stars.workflow.stages import Source, source_from_checkpoint, source_from_run, tracked_stage1
 from stars.workflow.tracker import Tracker, command_line
 
@@ -313,7 +315,9 @@ def run_sweep(
             storage_path=join(storage, "train"),
             stage2=to_dict(stage2.config),
             explicit=sorted(stage2.explicit),
-            eval=to_dict(trial_evaluation(req.evaluation, objective)),
+            eval=to_dict(
+                trial_evaluation(evaluation_seeded(req.evaluation, stage2.config.seed), objective)
+            ),
             tracking={
                 **to_dict(req.tracking),
                 "uri": tracker.uri,
@@ -322,6 +326,7 @@ def run_sweep(
             objective=objective,
             objective_monitor=monitor_metric_of(objective),
             preset=req.preset,
+            repeats=req.sweep.repeats,
         )
         trainable = tune.with_resources(
             tune.with_parameters(stage2_trial, plan=plan.to_dict()),
@@ -387,9 +392,13 @@ def run_sweep(
         }
         if best is not None:
             summary[f"best_{objective}"] = best[objective]
+            for suffix in (SUFFIX_LOW, SUFFIX_HIGH):
+                if res.finite(best.get(objective + suffix)):
+                    summary[f"best_{objective}{suffix}"] = best[objective + suffix]
             sweep_run.set_tags({"stars.best_trial": str(best["trial"])})
         sweep_run.log_metrics(summary)
-    return SweepOutcome(sweep_run.run_id, rows, best, artifacts, sources, res.format_table(rows))
+    table = res.format_table(rows, objective)
+    return SweepOutcome(sweep_run.run_id, rows, best, artifacts, sources, table)
 
 
 def _explicit_tree(stage2: Layered[Stage2JobConfig]) -> dict[str, Any]:

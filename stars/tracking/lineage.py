@@ -183,6 +183,20 @@ def compare_url(base: str, run_ids: list[str], experiment_ids: list[str]) -> str
 TRAINING_VIEW = "workflowType=machine_learning"
 
 
-def runs_url(base: str, experiment_id: str) -> str:
-    """The experiment's runs table (stage-1 runs with their tuned runs nested under them)."""
-    return f"{base}/#/experiments/{experiment_id}/runs?{TRAINING_VIEW}"
+def runs_url(base: str, experiment_id: str, order_by: str = "") -> str:
+    """The experiment's runs table (stage-1 runs with their tuned runs nested under them),
+    sorted by the metric ``order_by`` (best first) when given."""
+    from urllib.parse import quote
+
+    order = f"orderByKey={quote(f'metrics.`{order_by}`')}&orderByAsc=false&" if order_by else ""
+    return f"{base}/#/experiments/{experiment_id}/runs?{order}{TRAINING_VIEW}"
+
+
+def run_url(base: str, experiment_id: str, run_id: str) -> str:
+    """A run's page (its description, metrics and parameters)."""
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def artifact_url(base: str, experiment_id: str, run_id: str, path: str) -> str:
+    """A run's artifact ``path`` opened in the run page's artifact view."""
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifactPath/{path}"

@@ -7,6 +7,8 @@ import re
 
 STAGE1_ALIAS = "stage1-latest"
 STAGE2_ALIAS = "stage2-best"
+VALUE_TAG = "stars.value"  # the value a version was registered for (a trial's mean, say)
+METRIC_TAG = "stars.metric"
 
 
 def registered_name(dataset: str, split: str) -> str:
@@ -34,13 +36,17 @@ def register_encoder(
 
 
 def alias_beats(mlflow_client, name: str, alias: str, metric: str, value: float) -> bool:
-    """True when ``value`` beats the ``metric`` of the run behind ``alias`` (or no alias yet)."""
+    """True when ``value`` (a candidate's value, or the lower end of its interval) beats the
+    ``metric`` of the run behind ``alias`` (or there is no alias yet)."""
     from mlflow.exceptions import MlflowException
 
     try:
         current = mlflow_client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return True
+    tags = current.tags or {}
+    if tags.get(METRIC_TAG) == metric and VALUE_TAG in tags:
+        return value > float(tags[VALUE_TAG])
     if not current.run_id:
         return True
     best = mlflow_client.get_run(current.run_id).data.metrics.get(metric)

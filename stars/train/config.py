@@ -13,6 +13,11 @@ from stars.data.config import DataConfig
 from stars.model.config import ModelConfig
 
 
+def check_seed(seed: int) -> None:
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+
+
 @dataclass(frozen=True)
 class OptimConfig:
     """AdamW with per-step linear warm-up then cosine decay (stage 1 defaults = the paper)."""
@@ -45,6 +50,10 @@ class ScaleConfig:
         scale_up_timeout_s: on a cluster with an autoscaler (``ray up``), how long a job
             that does not fit the nodes up now asks for more and waits, with a progress line
             every 30 s. 0 (default): fail in seconds saying what to change.
+        deterministic: torch's deterministic algorithms in every worker
+            (``torch.use_deterministic_algorithms``, cuDNN benchmarking off, a fixed cuBLAS
+            workspace): slower on GPUs, and an operation without a deterministic
+            implementation fails naming itself. CPU training is deterministic without it.
     """
 
     num_workers: int = 1
@@ -58,6 +67,7 @@ class ScaleConfig:
     torch_threads: int = 0  # > 0: intra-op threads per worker (Ray's default follows its CPUs)
     lost_node_timeout_s: float = 300.0
     scale_up_timeout_s: float = 0.0
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         if self.num_workers < 1 or self.checkpoint_every < 1 or self.num_to_keep < 1:
@@ -73,7 +83,6 @@ class Stage1Config:
     """Stage-1 loop settings; ``amp`` and ``tf32`` apply on CUDA."""
 
     epochs: int = 400
-    seed: int = 0
     amp: Literal["bf16", "fp16", "none"] = "bf16"
     tf32: bool = True
 
@@ -81,13 +90,21 @@ class Stage1Config:
 @dataclass(frozen=True)
 class Stage1JobConfig:
     """The stage-1 job: data, model, optimiser, loop and scaling. ``data.num_frames`` is the
-    model's and ``model.num_joints`` the dataset's (fixed at resolution)."""
+    model's and ``model.num_joints`` the dataset's (fixed at resolution).
 
+    ``seed`` is the job's one seed: the data order and views, the initialisation and the
+    masking of every worker (rank r seeds ``seed + r``), and in the main job the random-init
+    control and the evaluation's draws (few-shot episodes, probe, clustering)."""
+
+    seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
 
 
 @dataclass(frozen=True)
@@ -127,7 +144,6 @@ class Stage2Config:
     monitor: Literal["holdout", "fewshot_val", "test", "none"] = "holdout"
     monitor_shots: int = 5
     monitor_episodes: int = 10
-    seed: int = 0
     amp: Literal["bf16", "fp16", "none"] = "bf16"
     tf32: bool = True
 
@@ -147,9 +163,14 @@ def _stage2_optim() -> OptimConfig:
 class Stage2JobConfig:
     """The stage-2 job. The encoder comes from the stage-1 checkpoint, which fixes
     ``data.num_frames``; without ``stage2.augment`` the view is unaltered (crop 1.0, no
-    rotation)."""
+    rotation). ``seed``: the job's one seed (data order, heads' initialisation, neighbour
+    picks, the evaluation's draws)."""
 
+    seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=_stage2_optim)
     stage2: Stage2Config = field(default_factory=Stage2Config)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,12 +110,35 @@ def fit_watched(trainer: Any, scale: ScaleConfig, name: str) -> Any:
         return trainer.fit()
 
 
+_shared_rows: dict[tuple[str, str], Any] | None = None
+_shared_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def shared_training_rows() -> Iterator[None]:
+    """Within this block, the training jobs on one dataset split that keep their rows in
+    memory read them once (a group of seeds): the rows are read into Ray's object store by
+    the first job and handed to every later one."""
+    global _shared_rows
+    _shared_rows = {}
+    try:
+        yield
+    finally:
+        _shared_rows = None
+
+
 def train_dataset(data: SkeletonDataset, split: str, cfg: DataConfig, in_memory: bool) -> Any:
     """The ``train`` dataset: raw rows (workers keep them and make the views) or the
     streaming, transformed pipeline."""
-    if in_memory:
+    if not in_memory:
+        return build_dataset(data, split, "train", cfg)
+    if _shared_rows is None:
         return build_base_dataset(data, split)
-    return build_dataset(data, split, "train", cfg)
+    with _shared_lock:
+        key = (data.digest, split)
+        if key not in _shared_rows:
+            _shared_rows[key] = build_base_dataset(data, split).materialize()
+        return _shared_rows[key]
 
 
 @dataclass

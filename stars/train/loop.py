@@ -42,6 +42,8 @@ class LoopSettings:
         amp, tf32: CUDA precision (ignored on CPU).
         torch_threads: > 0 sets the worker's intra-op threads.
         checkpoint_every: epochs between checkpoints; the last epoch always writes one.
+        seed: the job's seed; rank r seeds its RNGs with ``seed + r``.
+        deterministic: torch's deterministic algorithms (``scale.deterministic``).
     """
 
     epochs: int
@@ -52,6 +54,7 @@ class LoopSettings:
     tf32: bool = True
     torch_threads: int = 0
     checkpoint_every: int = 1
+    deterministic: bool = False
 
 
 @dataclass
@@ -116,7 +119,7 @@ def run_loop(task: StageTask, settings: LoopSettings, loop_config: dict[str, Any
     )
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
-    ws.configure_device(worker.device, settings.tf32)
+    ws.configure_device(worker.device, settings.tf32, settings.deterministic)
     ws.seed_everything(settings.seed + worker.rank)
 
     task.build(worker)
@@ -135,9 +138,9 @@ def run_loop(task: StageTask, settings: LoopSettings, loop_config: dict[str, Any
     wrapped = ray.train.torch.prepare_model(task.model, parallel_strategy_kwargs=task.ddp_kwargs())
     shard = ray.train.get_dataset_shard("train")
     train_set = (
-        InMemoryTrainSet(shard, settings.data, worker.rank)
+        InMemoryTrainSet(shard, settings.data, worker.rank, settings.seed)
         if loop_config.get("train_in_memory")
-        else StreamingTrainSet(shard, settings.data, worker.rank)
+        else StreamingTrainSet(shard, settings.data, worker.rank, settings.seed)
     )
     run = RunRef.from_dict(loop_config.get("mlflow_run"))
     epoch_log = EpochLogger(run, worker.rank)

@@ -8,11 +8,34 @@ reads it while ``trainer.fit()`` blocks. Without a queue (tests, library use) no
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+
+_PREFIX: contextvars.ContextVar[str] = contextvars.ContextVar("progress_prefix", default="")
+
+
+@contextlib.contextmanager
+def progress_prefix(prefix: str) -> Iterator[None]:
+    """Within this block (this thread), progress comes as lines that start with ``prefix``
+    (``[seed 3] ``): bars updated in place would overwrite each other's."""
+    token = _PREFIX.set(prefix)
+    try:
+        yield
+    finally:
+        _PREFIX.reset(token)
+
+
+def current_prefix() -> str:
+    return _PREFIX.get()
+
+
+def prefixed_print(line: str) -> None:
+    """``print`` with this thread's progress prefix (a group's per-seed log lines)."""
+    print(current_prefix() + line, flush=True)
 
 
 class ProgressSender:
@@ -97,7 +120,8 @@ def progress_queue(
     from ray.util.queue import Queue
 
     queue = Queue(maxsize=64, actor_options={"num_cpus": 0})
-    display = ProgressDisplay(label, total_steps, epochs)
+    prefix = current_prefix()
+    display = ProgressDisplay(prefix + label, total_steps, epochs, tty=False if prefix else None)
     stop = threading.Event()
 
     def pump() -> None:

@@ -36,11 +36,12 @@ def stage1_settings(cfg: Stage1JobConfig) -> LoopSettings:
         epochs=cfg.stage1.epochs,
         optim=cfg.optim,
         data=cfg.data,
-        seed=cfg.stage1.seed,
+        seed=cfg.seed,
         amp=cfg.stage1.amp,
         tf32=cfg.stage1.tf32,
         torch_threads=cfg.scale.torch_threads,
         checkpoint_every=cfg.scale.checkpoint_every,
+        deterministic=cfg.scale.deterministic,
     )
 
 

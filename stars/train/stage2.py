@@ -243,11 +243,12 @@ def stage2_settings(cfg: Stage2JobConfig) -> LoopSettings:
         epochs=s2.head_warmup_epochs + s2.epochs,
         optim=cfg.optim,
         data=cfg.data,
-        seed=s2.seed,
+        seed=cfg.seed,
         amp=s2.amp,
         tf32=s2.tf32,
         torch_threads=cfg.scale.torch_threads,
         checkpoint_every=cfg.scale.checkpoint_every,
+        deterministic=cfg.scale.deterministic,
     )
 
 

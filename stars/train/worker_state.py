@@ -32,10 +32,20 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     return torch.autocast(device.type, dtype=dtype)
 
 
-def configure_device(device: torch.device, tf32: bool) -> None:
+def configure_device(device: torch.device, tf32: bool, deterministic: bool = False) -> None:
+    """TF32 on CUDA, and (``scale.deterministic``) torch's deterministic algorithms: an
+    operation without a deterministic implementation then fails naming itself."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
+    if deterministic:
+        import os
+
+        # cuBLAS needs a fixed workspace to reduce in a fixed order (CUDA >= 10.2).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
 
 
 def seed_everything(seed: int) -> None:

@@ -1,9 +1,11 @@
 """The main job's config and its one resolution step.
 
 The main job's YAML file has four sections: ``stage1`` (a stage-1 job config), ``stage2`` (a
-stage-2 job config), ``eval`` and ``tracking``. Stage 2 shares stage 1's data and scaling:
-every ``data.*`` and ``scale.*`` key that was not set for stage 2 takes stage 1's value; the
-dataset itself (``data.path``, ``data.protocol``, ``data.synthetic``) cannot differ.
+stage-2 job config), ``eval`` and ``tracking``. Stage 2 shares stage 1's data, scaling and
+seed: every ``data.*`` and ``scale.*`` key and ``seed`` that was not set for stage 2 takes
+stage 1's value; the dataset itself (``data.path``, ``data.protocol``, ``data.synthetic``)
+cannot differ. The evaluation's seed is the job's (stage 1's), so both stages are evaluated
+on the same few-shot episodes and their difference is paired.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from stars.train.resolve import resolve_stage1, resolve_stage2
 
 SECTIONS = ("stage1", "stage2", "eval", "tracking")
 SHARED_SECTIONS = ("data.", "scale.")
+SHARED_KEYS = ("seed",)
 SAME_DATASET = ("data.path", "data.protocol", "data.synthetic.")
 
 
@@ -42,7 +45,7 @@ def share_with_stage1(
     cfg = layered.config
     same: dict[str, object] = {}
     for key, value in flatten(stage1).items():
-        if not key.startswith(SHARED_SECTIONS):
+        if not (key.startswith(SHARED_SECTIONS) or key in SHARED_KEYS):
             continue
         if key.startswith(SAME_DATASET):
             same[key] = value
@@ -55,10 +58,17 @@ def share_with_stage1(
     return pin(Layered(cfg, layered.explicit), same, why)
 
 
+def evaluation_seeded(evaluation: EvalConfig | Layered[EvalConfig], seed: int) -> EvalConfig:
+    """The evaluation of a job whose seed is ``seed``; an evaluation seed set to another
+    value is refused, naming the key."""
+    layered = evaluation if isinstance(evaluation, Layered) else Layered(evaluation, frozenset())
+    return pin(layered, {"seed": seed}, f"the job's seed ({seed}; --seed)").config
+
+
 def resolve_main(
     stage1: Layered[Stage1JobConfig],
     stage2: Layered[Stage2JobConfig],
-    evaluation: EvalConfig,
+    evaluation: EvalConfig | Layered[EvalConfig],
     tracking: TrackingConfig,
     data: SkeletonDataset,
     source_encoder: ModelConfig | None = None,
@@ -69,4 +79,6 @@ def resolve_main(
     s1 = resolve_stage1(stage1, data)
     encoder = source_encoder or s1.model
     s2 = resolve_stage2(share_with_stage1(stage2, s1), data, encoder, source or "stage 1")
-    return MainConfig(stage1=s1, stage2=s2, eval=evaluation, tracking=tracking)
+    return MainConfig(
+        stage1=s1, stage2=s2, eval=evaluation_seeded(evaluation, s1.seed), tracking=tracking
+    )

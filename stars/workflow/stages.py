@@ -19,11 +19,13 @@ from stars.eval.config import EvalConfig
 from stars.eval.runner import EvalResult, evaluate
 from stars.location import is_uri
 from stars.metrics.feature_set import FeatureSet
+from stars.metrics.outcomes import Outcomes
 from stars.model.checkpoint import CHECKPOINT_FILE, resolve_checkpoint, write_random_init
 from stars.tracking import runs as tr
 from stars.train.config import Stage1JobConfig, Stage2JobConfig
 from stars.train.launch import StageResult, run_stage1, run_stage2
 from stars.train.worker_state import Fault
+from stars.workflow.reference import reference_outcomes
 from stars.workflow.tracker import Tracker, describe
 
 BASELINE_KEY = "stars.baseline_key"  # architecture + evaluation + seed of a random-init run
@@ -134,9 +136,10 @@ def tracked_stage1(
     tags: dict[str, str] | None = None,
     parent_run_id: str = "",
     progress: bool = False,
+    name_suffix: str = "",
 ) -> StageOutcome:
     """Pre-train (or resume), evaluate, and record it all in one MLflow run."""
-    run_name = stage1_run_name(cfg, tracker.dataset, tracker.preset)
+    run_name = stage1_run_name(cfg, tracker.dataset, tracker.preset) + name_suffix
     run = tracker.start(
         cfg.scale.storage_path, ray_name, "stage1", run_name, cfg, tags, parent_run_id
     )
@@ -175,13 +178,20 @@ def tracked_stage2(
     parent_run_id: str | None = None,
     run_name: str = "",
     registry_metric: str = "knn_top1",
+    register: bool = True,
     callbacks: list | None = None,
     objective_metric: str = "",
     run_id: str = "",
     progress: bool = False,
+    reference: Outcomes | None = None,
 ) -> StageOutcome:
     """Tune from ``source``, evaluate, and record it in one MLflow run nested under the
-    source's run (or ``parent_run_id``, e.g. a sweep), linked to it by ``stars.*`` tags."""
+    source's run (or ``parent_run_id``, e.g. a sweep), linked to it by ``stars.*`` tags.
+
+    The evaluation is paired with the source's on the same samples and episodes
+    (``delta_<metric>`` with its interval): ``reference`` holds the source's outcomes under
+    the same evaluation settings when the caller has them (the main job), else the source is
+    evaluated once (:func:`stars.workflow.reference.reference_outcomes`)."""
     all_tags = {tr.SOURCE_CHECKPOINT: source.checkpoint, **(tags or {})}
     if source.run_id:
         all_tags[tr.SOURCE_RUN] = source.run_id
@@ -220,13 +230,28 @@ def tracked_stage2(
             label="stage 2",
             log=log,
         )
+        if ev is not None and ev.outcomes.metric_names():
+            if reference is None:
+                reference = reference_outcomes(
+                    source.checkpoint, data, evaluation, eval_data or cfg.data, cfg.scale, log=log
+                )
+            if reference is not None:
+                ev.metrics.update(
+                    ev.outcomes.deltas(reference, evaluation.bootstrap_resamples, evaluation.seed)
+                )
         lineage = (
             f"Tuned from stage-1 run `{source.run_name or source.run_id}` ({source.run_id})."
             if source.run_id
             else f"Tuned from checkpoint `{source.checkpoint}`."
         )
         tracker.finish_stage(
-            run, "stage2", result, ev, lineage=lineage, registry_metric=registry_metric
+            run,
+            "stage2",
+            result,
+            ev,
+            lineage=lineage,
+            registry_metric=registry_metric,
+            register=register,
         )
     return _outcome("stage2", run, result, ev)
 
@@ -238,34 +263,31 @@ def tracked_baseline(
     evaluation: EvalConfig,
     *,
     log: Callable[[str], None] = print,
+    parent_run_id: str = "",
+    name_suffix: str = "",
+    tags: dict[str, str] | None = None,
 ) -> StageOutcome | None:
     """The random-init control: the stage-1 architecture, seeded, untrained, through the
-    same evaluation. Computed once per (dataset, architecture, evaluation) and reused from
-    MLflow afterwards; None when there is no evaluation to run."""
+    same evaluation. Computed once per (dataset, architecture, evaluation, seed) and reused
+    from MLflow afterwards (its outcomes, for paired differences, from its artifacts); None
+    when there is no evaluation to run."""
     if not evaluation.protocols:
         return None
-    seed = cfg.stage1.seed
+    seed = cfg.seed
     key_doc = {"model": to_dict(cfg.model), "eval": to_dict(evaluation), "seed": seed}
     key = hashlib.sha256(json.dumps(key_doc, sort_keys=True).encode()).hexdigest()[:16]
-    tags = {tr.DATA_DIGEST: data.digest, BASELINE_KEY: key}
+    key_tags = {tr.DATA_DIGEST: data.digest, BASELINE_KEY: key}
     if tracker.enabled:
         done = [
             r
             for r in tr.find_runs(
-                tracker.client, tracker.experiment, **{tr.STAGE: "baseline"}, **tags
+                tracker.client, tracker.experiment, **{tr.STAGE: "baseline"}, **key_tags
             )
             if r.info.status == "FINISHED"
         ]
-        if done:
-            run = done[0]
-            return StageOutcome(
-                "baseline",
-                run.info.run_id,
-                run.data.tags.get(tr.CHECKPOINT, ""),
-                dict(run.data.metrics),
-                None,
-                run.info.run_name,
-            )
+        reused = _reused_baseline(tracker, done)
+        if reused is not None:
+            return reused
     base = storage.join(cfg.scale.storage_path, "baselines", key)
     checkpoint = storage.join(base, CHECKPOINT_FILE)
     local = write_random_init(cfg.model, seed, storage.local_dir(checkpoint))
@@ -276,10 +298,11 @@ def tracked_baseline(
         run = tr.StageRun.create(
             tracker.client,
             tracker.experiment,
-            name,
+            name + name_suffix,
             "baseline",
             {"model": cfg.model, "seed": seed},
-            tags,
+            {**key_tags, **(tags or {})},
+            parent_run_id,
         )
     with _active(run):
         ev = run_evaluation(
@@ -313,6 +336,35 @@ def tracked_baseline(
         ev,
         run.name if run else "",
     )
+
+
+def _reused_baseline(tracker: Tracker, done: list) -> StageOutcome | None:
+    """A finished control run of the same key, with its outcomes (None when it has none:
+    it is then evaluated again)."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    from stars.metrics.outcomes import OUTCOMES_FILE
+
+    for run in done:
+        try:
+            path = download_artifacts(
+                run_id=run.info.run_id,
+                artifact_path=f"eval/{OUTCOMES_FILE}",
+                tracking_uri=tracker.uri,
+            )
+        except (MlflowException, OSError):
+            continue
+        ev = EvalResult(dict(run.data.metrics), {}, outcomes=Outcomes.load(path))
+        return StageOutcome(
+            "baseline",
+            run.info.run_id,
+            run.data.tags.get(tr.CHECKPOINT, ""),
+            dict(run.data.metrics),
+            ev,
+            run.info.run_name,
+        )
+    return None
 
 
 def source_from_run(tracker: Tracker, run_id: str) -> Source:

@@ -102,32 +102,54 @@ class Tracker:
         *,
         lineage: str = "",
         registry_metric: str = "knn_top1",
+        register: bool = True,
     ) -> None:
         """Checkpoint and evaluation artifacts, evaluation metrics, the checkpoint tag, the
-        run's description and the registry aliases."""
+        run's description and (``register``) the registry aliases."""
         if run is None:
             return
         run.log_artifact(str(storage.fetch(result.checkpoint_file)), "checkpoint")
         run.set_tags({tr.CHECKPOINT: result.checkpoint_file})
         metrics = evaluation.metrics if evaluation else {}
         if evaluation is not None:
-            run.log_metrics(metrics, step=len(result.history))
+            # Step 0, not the epoch count: evaluation metrics are one value per run, and a
+            # step of 65 would chart stage 1 to the right of a 30-epoch stage 2.
+            run.log_metrics(metrics, step=0)
             for path in evaluation.artifacts.values():
                 run.log_artifact(path, "eval")
         shown = storage.shown(result.checkpoint_file)
         run.describe(describe(stage, lineage, metrics, shown))
-        if not self.register:
+        if not (self.register and register):
             return
-        name = registry.registered_name(self.dataset, self.split)
-        uri = f"{run.artifact_uri}/checkpoint"
         if stage == "stage1":
+            name = registry.registered_name(self.dataset, self.split)
+            uri = f"{run.artifact_uri}/checkpoint"
             registry.register_encoder(self.client, name, uri, run.run_id, registry.STAGE1_ALIAS)
         elif stage == "stage2":
             value = metrics.get(registry_metric)
-            if value is None or registry.alias_beats(
-                self.client, name, registry.STAGE2_ALIAS, registry_metric, value
-            ):
-                registry.register_encoder(self.client, name, uri, run.run_id, registry.STAGE2_ALIAS)
+            low = metrics.get(registry_metric + "_ci95_low", value)
+            self.offer_stage2_best(run.run_id, registry_metric, value, low)
+
+    def offer_stage2_best(
+        self, run_id: str, metric: str, value: float | None, low: float | None
+    ) -> bool:
+        """Move ``stage2-best`` to the tuned run ``run_id`` when the lower end ``low`` of its
+        interval on ``metric`` beats the current best's value (a difference inside the noise
+        does not displace it); the version records ``value``, which later candidates must
+        beat. True when it moved."""
+        if not (self.enabled and self.register):
+            return False
+        name = registry.registered_name(self.dataset, self.split)
+        if value is not None and not registry.alias_beats(
+            self.client, name, registry.STAGE2_ALIAS, metric, low if low is not None else value
+        ):
+            return False
+        uri = f"{self.client.get_run(run_id).info.artifact_uri}/checkpoint"
+        tags = {}
+        if value is not None:
+            tags = {registry.VALUE_TAG: f"{value}", registry.METRIC_TAG: metric}
+        registry.register_encoder(self.client, name, uri, run_id, registry.STAGE2_ALIAS, tags)
+        return True
 
 
 def describe(stage: str, lineage: str, metrics: dict[str, float], checkpoint: str) -> str:

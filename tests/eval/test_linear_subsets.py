@@ -16,18 +16,40 @@ def test_linear_probe_solves_linearly_separable_features():
     top2 = logits.topk(2, dim=1).values
     keep = (top2[:, 0] - top2[:, 1]) > 1.0  # a margin: linearly separable with room to spare
     x, y = x[keep][:600], logits[keep][:600].argmax(dim=1)
-    scores, confusion = linear_probe(
+    scores, confusion, correct = linear_probe(
         x[:500], y[:500], x[500:], y[500:], 5, LinearProbeConfig(epochs=60)
     )
     assert scores["linear_top1"] >= 0.95
     assert confusion.shape == (5, 5) and confusion.sum() == 100
+    assert correct["linear_top1"].shape == (100,) and correct["linear_top1"].dtype == bool
+    assert scores["linear_top1"] == correct["linear_top1"].mean()
+    assert correct["linear_top5"].all() and scores["linear_top5"] == 1.0
+
+
+def test_linear_probe_is_seeded_by_its_own_generator():
+    """The probe's draws come from its seed alone: the global RNG does not move them (seeds
+    of a group fit probes in concurrent threads), another seed does."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(200, 8, generator=gen)
+    y = torch.randint(0, 4, (200,), generator=gen)
+    cfg = LinearProbeConfig(epochs=3, batch_size=16)
+    torch.manual_seed(11)
+    a = linear_probe(x[:150], y[:150], x[150:], y[150:], 4, cfg, seed=3)[2]["linear_top1"]
+    torch.manual_seed(12)
+    b = linear_probe(x[:150], y[:150], x[150:], y[150:], 4, cfg, seed=3)[2]["linear_top1"]
+    from stars.eval.linear import train_linear_probe
+
+    w3 = train_linear_probe(x, y, 4, cfg, seed=3)[1].weight
+    w4 = train_linear_probe(x, y, 4, cfg, seed=4)[1].weight
+    assert (a == b).all()
+    assert not torch.equal(w3, w4)
 
 
 def test_linear_probe_is_at_chance_on_random_labels():
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(400, 8, generator=gen)
     y = torch.randint(0, 4, (400,), generator=gen)
-    scores, _ = linear_probe(x[:300], y[:300], x[300:], y[300:], 4, LinearProbeConfig(epochs=20))
+    scores, *_ = linear_probe(x[:300], y[:300], x[300:], y[300:], 4, LinearProbeConfig(epochs=20))
     assert scores["linear_top1"] < 0.45
 
 

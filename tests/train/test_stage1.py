@@ -81,7 +81,7 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(ray_local, tiny_data
     mid-way and resumes trains on like one that never failed. After resuming, the learning
     rate is the schedule's at that step (not the warm-up's start), the masking RNG continues,
     and the epoch's data order is its own, not epoch 0's replayed."""
-    overrides = ("stage1.epochs=4", "scale.max_failures=1", "scale.num_workers=1", "data.seed=1")
+    overrides = ("stage1.epochs=4", "scale.max_failures=1", "scale.num_workers=1", "seed=1")
     cfg = _cfg(tmp_path, tiny_dataset, *overrides)
     marker = tmp_path / "failed-once"
     resumed = run_stage1(cfg, "resumed", tiny_dataset, fault=Fault(9, str(marker)))

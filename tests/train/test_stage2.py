@@ -88,7 +88,7 @@ def test_stage2_resumes_after_a_worker_failure(stage1_checkpoint, tiny_dataset, 
             "scale.num_to_keep=10",
             "stage2.epochs=3",
             "stage2.monitor=none",
-            "data.seed=1",
+            "seed=1",
         ],
     )
     result = run_stage2(cfg, stage1_checkpoint, "resume", tiny_dataset, fault=Fault(5, str(marker)))

@@ -41,7 +41,11 @@ def test_baseline_is_evaluated_once_and_tracked(tiny_dataset, tmp_path):
     assert run.data.tags[tr.STAGE] == "baseline" and run.info.status == "FINISHED"
     assert run.data.metrics["knn_top1"] == first.metrics["knn_top1"]
     again = tracked_baseline(cfg, tiny_dataset, tracker, evaluation, log=lambda _: None)
-    assert again.run_id == first.run_id and again.eval is None  # reused, not re-evaluated
+    assert again.run_id == first.run_id  # reused, not re-evaluated: no features computed
+    assert again.eval is not None and not again.eval.features
+    # ... but its outcomes came back from its artifacts, for paired differences later
+    assert again.eval.outcomes.metric_names() == first.eval.outcomes.metric_names()
+    assert "knn_top1_ci95_low" in run.data.metrics
     other = tracked_baseline(
         cfg, tiny_dataset, tracker, EvalConfig(protocols=("knn",)), log=lambda _: None
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import functools
 import math
+import tokenize
 import zipfile
 from collections import Counter
 from collections.abc import Sequence
@@ -82,7 +83,15 @@ def array_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
                 available = path.stat().st_size - fh.tell()
     except Rejected:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+    except (
+        ValueError,
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        KeyError,
+        SyntaxError,
+        tokenize.TokenError,  # numpy tokenises a header whose text was corrupted
+    ) as err:
         raise Rejected(f"truncated or unreadable array ({type(err).__name__})") from None
     real = np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
     if dtype.hasobject or not real or dtype.kind == "b":
