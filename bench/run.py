@@ -18,7 +18,7 @@ for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(var, "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from bench import data, evaluation, model, sweep, train_loop, utilisation  # noqa: E402
+from bench import data, evaluation, model, seeds, sweep, train_loop, utilisation  # noqa: E402
 from bench.common import Result  # noqa: E402
 
 SUITES = {
@@ -27,6 +27,7 @@ SUITES = {
     **evaluation.BENCHMARKS,
     **train_loop.BENCHMARKS,
     **sweep.BENCHMARKS,
+    **seeds.BENCHMARKS,
     **utilisation.BENCHMARKS,
 }
 

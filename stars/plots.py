@@ -119,7 +119,7 @@ def plot_comparison(
     fig, axes = plt.subplots(
         2,
         1,
-        figsize=(max(7.0, 2.2 + 1.9 * len(metrics)), 4.0 + 0.18 * len(notes)),
+        figsize=(max(9.0, 2.2 + 1.9 * len(metrics)), 4.0 + 0.18 * len(notes)),
         gridspec_kw={"height_ratios": [4.0, 0.1 + 0.18 * len(notes)]},
     )
     ax, below = axes
@@ -133,6 +133,9 @@ def plot_comparison(
         for x, h in zip(xs, heights, strict=True):
             ax.text(x, 1, f"{h:.1f}", ha="center", va="bottom", fontsize=7, color="white")
     ax.set_xticks(range(len(metrics)), metrics, fontsize=8)
+    # Accuracies live in [0, 100]; a wide interval from few seeds is cut at the frame.
+    top = max((100 * v[2] for bars in series.values() for v in bars.values()), default=100)
+    ax.set_ylim(0, min(100, top * 1.08 + 1))
     ax.set_ylabel("%  (bars: 95 % interval)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)

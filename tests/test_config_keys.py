@@ -307,7 +307,8 @@ def test_every_config_field_is_read_by_the_library(cls):
 
 def test_the_main_jobs_one_seed_reaches_both_stages_and_the_evaluation(tmp_path, tiny_dataset_dir):
     """``--seed`` is every stage's and the evaluation's; stage 2 takes stage 1's ``seed``
-    unless it is set for stage 2; an evaluation seed that differs from the job's is refused, naming the key."""
+    unless it is set for stage 2; an evaluation seed that differs from the job's is refused,
+    naming the key."""
     from stars.cli.pretrain import build_parser, load_layered
 
     def resolved(*argv: str):

@@ -234,7 +234,8 @@ def data_line(data, split: str) -> str:
 
 def mlflow_hint(tracker, run_ids: list[str], outcomes=None) -> str:
     """How to look at the runs: the UI command for a local store, the comparison figure
-    (on the stage-1 run), the runs table sorted by few-shot accuracy and the compare page."""
+    (on the stage-1 run), the runs table (lineages nested), the same sorted by few-shot
+    accuracy (MLflow shows a sorted table flat) and the compare page."""
     from stars.tracking.lineage import artifact_url, compare_url, runs_url, ui_base
     from stars.workflow.main_job import COMPARISON_FILE
 
@@ -247,10 +248,23 @@ def mlflow_hint(tracker, run_ids: list[str], outcomes=None) -> str:
     if holder is not None and COMPARISON_FILE in _artifact_names(tracker, holder.run_id):
         url = artifact_url(base, exp.experiment_id, holder.run_id, COMPARISON_FILE)
         lines.append(f"comparison: {url}")
-    lines.append(f"runs:       {runs_url(base, exp.experiment_id, order_by='fewshot_5shot_mean')}")
+    metrics = {m for o in outcomes or [] for m in o.metrics}
+    lines.append(f"runs:       {runs_url(base, exp.experiment_id)}")
+    lines.append(f"ranked:     {runs_url(base, exp.experiment_id, sort_metric(metrics))}")
     if run_ids:
         lines.append(f"compare:    {compare_url(base, run_ids, [exp.experiment_id])}")
     return "\n".join(lines)
+
+
+def sort_metric(metrics) -> str:
+    """What the runs link sorts by: 5-shot accuracy, else the fewest shots, else 1-NN."""
+    from stars.workflow.group import HEADLINE
+
+    shots = sorted(
+        (m for m in metrics if m.startswith("fewshot_") and m.endswith("shot_mean")),
+        key=lambda m: (m != "fewshot_5shot_mean", len(m), m),
+    )
+    return shots[0] if shots else next((m for m in HEADLINE if m in metrics), "knn_top1")
 
 
 def _artifact_names(tracker, run_id: str) -> set[str]:
@@ -276,5 +290,8 @@ def group_hint(tracker, group_run_id: str) -> str:
     exp_id = exp.experiment_id
     lines.append(f"comparison: {artifact_url(base, exp_id, group_run_id, COMPARISON_FILE)}")
     lines.append(f"group run:  {run_url(base, exp_id, group_run_id)}")
-    lines.append(f"runs:       {runs_url(base, exp_id, order_by='fewshot_5shot_mean')}")
+    metrics = tracker.client.get_run(group_run_id).data.metrics
+    names = {k.split("/", 1)[1] for k in metrics if k.startswith("stage2/")}
+    lines.append(f"runs:       {runs_url(base, exp_id)}")
+    lines.append(f"ranked:     {runs_url(base, exp_id, sort_metric(names))}")
     return "\n".join(lines)

@@ -194,9 +194,9 @@ def runs_url(base: str, experiment_id: str, order_by: str = "") -> str:
 
 def run_url(base: str, experiment_id: str, run_id: str) -> str:
     """A run's page (its description, metrics and parameters)."""
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}"
 
 
 def artifact_url(base: str, experiment_id: str, run_id: str, path: str) -> str:
     """A run's artifact ``path`` opened in the run page's artifact view."""
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifactPath/{path}"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifactPath/{path}?{TRAINING_VIEW}"

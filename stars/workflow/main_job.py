@@ -195,8 +195,8 @@ def log_comparison(outcomes: list[StageOutcome], tracker: Tracker, cfg: MainConf
     path = plot_comparison(
         series,
         storage.local_dir(kept),
-        f"seed {cfg.stage1.seed}: 95 % intervals over the test samples and episodes of this "
-        "one seed (not over training seeds: --seeds N)",
+        f"seed {cfg.stage1.seed}: 95 % intervals over this seed's test samples and episodes\n"
+        "(not over training seeds: --seeds N measures those)",
         notes,
     )
     storage.publish(path, kept)

@@ -3,6 +3,8 @@ two-level sweeps, a failing trial, resume without duplicates, ASHA stopping a tr
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import signal
 import subprocess
@@ -66,13 +68,23 @@ def test_trials_from_one_stage1_run_are_its_tracked_descendants(store, capsys):
         # The params are what the trial's workers received.
         assert t.data.params == tr.params_of(read(t.data.tags[tr.CHECKPOINT])["job_config"])
         assert t.data.params["stage2.monitor"] == "fewshot_val"
-    # The registry's stage2-best is the trial with the best validation objective.
-    best = max(trials, key=lambda t: t.data.metrics["fewshot_val_5shot_mean"])
+    # Every trial's objective carries its interval (over its episodes: one seed each) ...
+    assert "interval over the evaluation of one seed only" in out
+    assert "fewshot_val_5shot_mean (± 95 %)" in out
+    for t in trials:
+        m = t.data.metrics
+        assert m["fewshot_val_5shot_mean_ci95_low"] <= m["fewshot_val_5shot_mean"]
+        assert m["fewshot_val_5shot_mean"] <= m["fewshot_val_5shot_mean_ci95_high"]
+    # ... and stage2-best moved only to a trial whose interval lay above the holder's value:
+    # no trial that finished after the holder had its lower end above the holder's value.
     name = c.search_registered_models()[0].name
     alias = c.get_model_version_by_alias(name, registry.STAGE2_ALIAS)
-    assert c.get_run(alias.run_id).data.metrics["fewshot_val_5shot_mean"] == pytest.approx(
-        best.data.metrics["fewshot_val_5shot_mean"]
-    )
+    holder = c.get_run(alias.run_id)
+    value = holder.data.metrics["fewshot_val_5shot_mean"]
+    assert alias.tags[registry.VALUE_TAG] == str(value)
+    for t in trials:
+        if t.info.end_time > holder.info.end_time:
+            assert t.data.metrics["fewshot_val_5shot_mean_ci95_low"] <= value
     # The results and the best configuration, ready for jobs/tune_stage2.py --config.
     artifacts = {a.path for a in c.list_artifacts(sweep.info.run_id, "results")}
     assert {"results/results.csv", "results/best_stage2.yaml", "results/objective.png"} <= artifacts
@@ -212,3 +224,38 @@ def test_asha_stops_the_weak_trial_and_its_run_ends_killed(ray_local, tmp_path):
     exp = c.get_experiment_by_name("asha")
     status = {r.info.run_name: r.info.status for r in c.search_runs([exp.experiment_id])}
     assert status["t0.1"] == "KILLED" and status["t0.9"] == "FINISHED"
+
+
+def test_repeats_train_each_configuration_with_several_seeds(store, capsys):
+    """sweep.repeats=2: each trial is a configuration trained with seeds 0 and 1, its
+    objective their mean with a t-interval over them; ASHA with repeats is refused."""
+    c = store["client"]
+    args = [*store["common"], "--stage1-runs", store["stage1"], "--space", TINY_SPACE]
+    assert sweep_main([*args, "--num-samples", "2", "--repeats", "2", "--name", "rep"]) == 0
+    out = capsys.readouterr().out
+    assert "95 % interval over 2 training seeds (sweep.repeats=2)" in out
+    runs = _runs(c, "stage2", **{tr.SWEEP: "rep"})
+    assert len(runs) == 4
+    by_trial: dict[str, dict[str, object]] = {}
+    for run in runs:
+        by_trial.setdefault(run.data.tags[tr.TRIAL], {})[run.data.tags["stars.repeat_seed"]] = run
+        assert run.data.params["seed"] == run.data.tags["stars.repeat_seed"]
+        assert "delta_fewshot_val_5shot_mean_ci95_low" in run.data.metrics
+    assert all(set(seeds) == {"0", "1"} for seeds in by_trial.values())
+    rows = (store["tmp"] / "runs" / "sweeps" / "rep" / "results" / "results.csv").read_text()
+    header, *lines = rows.strip().splitlines()
+    assert "fewshot_val_5shot_mean_ci95_low" in header and len(lines) == 2
+    for row in csv.DictReader(io.StringIO(rows)):
+        seeds = by_trial[row["trial"]]
+        values = [seeds[s].data.metrics["fewshot_val_5shot_mean"] for s in ("0", "1")]
+        assert float(row["fewshot_val_5shot_mean"]) == pytest.approx(sum(values) / 2)
+        assert row["repeats"] == "2"
+        low, high = (
+            float(row["fewshot_val_5shot_mean_ci95_low"]),
+            float(row["fewshot_val_5shot_mean_ci95_high"]),
+        )
+        assert low <= sum(values) / 2 <= high
+    with pytest.raises(SystemExit) as refused:
+        sweep_main([*args, "--repeats", "2", "--scheduler", "asha", "--name", "x"])
+    assert refused.value.code == 2
+    assert "repeats > 1 with scheduler=asha" in capsys.readouterr().err
