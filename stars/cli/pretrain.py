@@ -165,7 +165,6 @@ def run_one(args, cfg, data, name, source, tracker):
 
 def finish_group(args, cfg, data, name, seeds, source, tracker) -> int:
     """Every seed's lineage under one group run, then the summary over seeds."""
-    from stars.workflow.group_run import format_group_summary
     from stars.workflow.main_job import run_main_group
     from stars.workflow.repeats import seeds_at_once
 
@@ -183,6 +182,13 @@ def finish_group(args, cfg, data, name, seeds, source, tracker) -> int:
         tracker=tracker,
         progress=True,
     )
+    return report_group(tracker, group)
+
+
+def report_group(tracker, group) -> int:
+    """A group's summary over seeds and its links; exit status 1 when a seed failed."""
+    from stars.workflow.group_run import format_group_summary
+
     print()
     print(format_group_summary(group.metrics, group.lineages))
     if tracker.enabled:

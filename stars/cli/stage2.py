@@ -142,11 +142,11 @@ def tune_group(args, cfg, evaluation, data, name, seeds, source, tracker) -> int
     """One tuned run per seed from the same source, under one group run nested under the
     source's run; then the summary over seeds."""
     from stars import storage
-    from stars.cli.pretrain import group_hint
+    from stars.cli.pretrain import report_group
     from stars.config import flatten
     from stars.train.launch import shared_training_rows
     from stars.train.progress import prefixed_print
-    from stars.workflow.group_run import format_group_summary, run_group
+    from stars.workflow.group_run import run_group
     from stars.workflow.repeats import seeds_at_once
     from stars.workflow.stages import stage2_run_name
 
@@ -184,9 +184,4 @@ def tune_group(args, cfg, evaluation, data, name, seeds, source, tracker) -> int
             parent_run_id=source.run_id,
         )
     storage.publish(storage.local_dir(kept), kept)
-    print()
-    print(format_group_summary(group.metrics, group.lineages))
-    if tracker.enabled:
-        print()
-        print(group_hint(tracker, group.run_id))
-    return 1 if group.failed else 0
+    return report_group(tracker, group)

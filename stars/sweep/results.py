@@ -3,7 +3,6 @@ stage-2 YAML file, and a plot of the objective against each swept parameter."""
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,6 +13,7 @@ import yaml
 from stars.metrics.intervals import SUFFIX_HIGH, SUFFIX_LOW
 from stars.storage import shown
 from stars.sweep.trial import TRIAL_DONE
+from stars.workflow.group_run import write_rows
 
 TEST_METRICS = ("fewshot_test_5shot_mean", "fewshot_5shot_mean", "knn_top1")
 
@@ -139,14 +139,7 @@ def best_lines(rows: list[dict[str, Any]], best: dict[str, Any], objective: str)
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
-    columns: list[str] = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    return write_rows(rows, path)
 
 
 def write_best_config(

@@ -120,6 +120,7 @@ class GroupRun:
 
 
 def write_rows(rows: list[dict[str, Any]], path: Path) -> Path:
+    """A CSV of ``rows`` (dicts), the columns in the order they first appear."""
     columns: list[str] = []
     for row in rows:
         columns += [c for c in row if c not in columns]

@@ -100,3 +100,20 @@ def test_seeds_run_side_by_side_and_a_failure_stays_with_its_seed():
     assert str(results[1].error) == "boom" and results[1].value is None
     sequential = run_seeds([5, 6], work, at_once=1)
     assert [r.value for r in sequential] == ["", ""]  # one at a time: no prefix
+
+
+def test_seeds_fit_by_the_cpus_their_workers_use(monkeypatch):
+    import ray
+
+    from stars.train.config import ScaleConfig
+    from stars.workflow.repeats import seeds_at_once
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    assert seeds_at_once(ScaleConfig(cpus_per_worker=0.5), 3) == 2  # one data task's CPU left
+    # Workers that run 2 torch threads each fill the 2 cores alone: one seed at a time.
+    assert seeds_at_once(ScaleConfig(cpus_per_worker=0.5, torch_threads=2), 3) == 1
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0, "GPU": 4.0})
+    gpu = ScaleConfig(num_workers=2, use_gpu=True, cpus_per_worker=4)
+    assert seeds_at_once(gpu, 5) == 2  # 2 GPUs a seed
+    assert seeds_at_once(gpu, 5, limit=1) == 1
+    assert seeds_at_once(ScaleConfig(), 2) == 2  # never more than the seeds
