@@ -36,6 +36,22 @@ def reported(prog: str) -> Iterator[None]:
         raise SystemExit(2) from None
 
 
+def interruption(prog: str, name: str, *extra: str, kept: str = "") -> Any:
+    """:func:`stars.interrupts.interruptible` for a job whose runs are named ``name``: the
+    resume command repeats this one with ``--name`` (when it was generated) and ``extra``."""
+    from stars.interrupts import interruptible
+
+    argv = list(sys.argv)
+    if "--name" not in argv and not any(a.startswith("--name=") for a in argv):
+        argv += ["--name", name]
+    argv += [a for a in extra if a not in argv]
+    kept = kept or (
+        "its MLflow runs ended KILLED; checkpoints and results are kept where the 'results' "
+        "line above says"
+    )
+    return interruptible(prog, kept, argv)
+
+
 def add_overrides_argument(
     parser: argparse.ArgumentParser, flag: str = "--set", dest: str = "overrides", help: str = ""
 ) -> None:

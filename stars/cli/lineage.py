@@ -16,7 +16,9 @@ from stars.tracking.lineage import (
     plot_comparison,
     ui_base,
 )
+from stars.tracking.liveness import end_stale_runs
 from stars.tracking.runs import client
+from stars.tracking.store import check_store
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,9 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    uri = resolve_uri(args.tracking_uri)
-    mlflow_client = client(uri)
     with reported("lineage.py"):
+        uri = resolve_uri(args.tracking_uri)
+        check_store(uri, create=False)
+        mlflow_client = client(uri)
+        for name, reason in end_stale_runs(mlflow_client):
+            print(f"[stars] run {name!r} was left RUNNING: ended FAILED ({reason})")
         exp_ids = []
         for name in args.experiment:
             exp = mlflow_client.get_experiment_by_name(name)

@@ -12,6 +12,7 @@ from stars.data.formats.convert import ConversionResult, report_table
 from stars.data.prepare import summary_table, write_synthetic
 from stars.data.shards import DataError
 from stars.data.synthetic import SyntheticSpec
+from stars.interrupts import interruptible
 
 USAGE = """\
 examples:
@@ -179,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "prepare_data.py"
     common = {"strict": args.strict, "progress": not args.quiet}
-    with reported(prog):
+    kept = "no dataset written (a dataset exists only once its manifest is)"
+    with interruptible(prog, kept), reported(prog):
         try:
             if args.format != "synthetic" and not args.source:
                 raise DataError(f"format {args.format} needs a SOURCE path")

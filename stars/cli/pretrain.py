@@ -13,6 +13,7 @@ from stars.cli.common import (
     add_tracking_args,
     add_verbose_arg,
     init_ray,
+    interruption,
     protocol_list,
     reported,
     run_name,
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from stars.workflow.tracker import Tracker
 
     name = args.name or run_name("stars")
-    with reported(prog):
+    with interruption(prog, name), reported(prog):
         stage1, stage2, evaluation, tracking = load_layered(args)
         seeds = parse_seeds(args.seeds, stage1.config.seed) if args.seeds else []
         log_file, log_kept = storage_log(stage1.config.scale.storage_path, name)

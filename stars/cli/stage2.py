@@ -13,6 +13,7 @@ from stars.cli.common import (
     add_tracking_args,
     add_verbose_arg,
     init_ray,
+    interruption,
     protocol_list,
     reported,
     run_name,
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from stars.workflow.tracker import Tracker
 
     name = args.name or run_name("stage2")
-    with reported(prog):
+    with interruption(prog, name), reported(prog):
         flags = {"data.path": args.data} if args.data else {}
         seed = {"seed": args.seed} if args.seed is not None else {}
         layered = load_layers(

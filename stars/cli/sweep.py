@@ -12,6 +12,7 @@ from stars.cli.common import (
     add_tracking_args,
     add_verbose_arg,
     init_ray,
+    interruption,
     reported,
     run_name,
     tracking_flags,
@@ -82,10 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     from stars.cli.console import job_console
     from stars.data.source import resolve_data
     from stars.storage import check_writable, join, local_dir
-    from stars.sweep.runner import SweepRequest, run_sweep, sweep_storage
+    from stars.sweep.runner import SweepRequest, check_sweep, run_sweep, sweep_storage
     from stars.sweep.space import load_space
 
-    with reported(prog):
+    name = args.name or run_name("sweep")
+    with interruption(prog, name, "--resume"), reported(prog):
         if args.resume and not args.name:
             raise StarsError("--resume needs the --name of the sweep to continue")
         if args.config:
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             TrackingConfig, {}, args.config, (), tracking_flags(args), section="tracking"
         ).config
         request = SweepRequest(
-            name=args.name or run_name("sweep"),
+            name=name,
             sweep=sweep,
             space=load_space(args.space, job="stage2"),
             stage2=stage2,
@@ -152,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         log_kept, results = join(kept, "sweep.log"), join(kept, "results")
         log_file = local_dir(log_kept)
         with job_console(prog, log_file, args.verbose, publish_to=log_kept):
+            tracker = check_sweep(request, data)  # before Ray starts and before any run
             init_ray(args.verbose)
-            outcome = run_sweep(request, data)
+            outcome = run_sweep(request, data, tracker=tracker)
     print()
     print(outcome.table)
     print()

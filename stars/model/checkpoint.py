@@ -90,21 +90,53 @@ def write_random_init(cfg: ModelConfig, seed: int, path: str | Path) -> Path:
 
 
 def resolve_checkpoint(source: str | Path) -> str:
-    """A checkpoint file from a file, a checkpoint directory, or a run directory (its
-    latest ``checkpoint_*``, by epoch number); each may be a local path or a URI."""
+    """A checkpoint file from a file, a checkpoint directory, or a Ray Train run directory
+    (the latest checkpoint Ray Train registered there: a ``checkpoint_*`` folder its
+    controller never recorded, e.g. written by workers after their driver died, is never
+    taken); each may be a local path or a URI."""
     source = str(source)
     if storage.exists(source):
         return source
     if storage.exists(storage.join(source, CHECKPOINT_FILE)):
         return storage.join(source, CHECKPOINT_FILE)
-    for name in reversed(storage.subdirectories(source)):
-        candidate = storage.join(source, name, CHECKPOINT_FILE)
-        if name.startswith("checkpoint_") and storage.exists(candidate):
-            return candidate
+    registered = registered_checkpoint(source)
+    if registered:
+        return storage.join(registered, CHECKPOINT_FILE)
     raise CheckpointError(
         f"no checkpoint at {storage.shown(source)} (expected a checkpoint file, a checkpoint "
         "directory or a run directory)"
     )
+
+
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of registered checkpoints
+
+
+def registered_checkpoint(run_dir: str) -> str:
+    """The latest checkpoint directory Ray Train registered in ``run_dir`` ("" when the
+    directory holds no run). A run directory with checkpoint folders but no registration
+    record is refused, naming them."""
+    names = [n for n in storage.subdirectories(run_dir) if n.startswith("checkpoint_")]
+    if not storage.exists(storage.join(run_dir, SNAPSHOT)):
+        if names:
+            raise CheckpointError(
+                f"{storage.shown(run_dir)} has checkpoint folders ({', '.join(names[-3:])}) "
+                f"but no {SNAPSHOT}: Ray Train registered none of them. Pass one checkpoint "
+                "directory explicitly if you trust it"
+            )
+        return ""
+    from ray.train import Result
+
+    try:
+        result = Result.from_path(run_dir if is_uri(run_dir) else str(Path(run_dir).resolve()))
+    except (RuntimeError, OSError, ValueError) as err:
+        raise CheckpointError(
+            f"cannot read Ray Train's record of {storage.shown(run_dir)}: {err}"
+        ) from None
+    if result.checkpoint is None:
+        return ""
+    path = result.checkpoint.path
+    # The record holds paths inside the run's filesystem: give back the form we were given.
+    return storage.join(run_dir, path.rstrip("/").rsplit("/", 1)[-1])
 
 
 def read(path: str | Path) -> dict[str, Any]:

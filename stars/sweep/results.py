@@ -18,6 +18,22 @@ from stars.workflow.group_run import write_rows
 TEST_METRICS = ("fewshot_test_5shot_mean", "fewshot_5shot_mean", "knn_top1")
 
 
+INTERRUPTED = "INTERRUPTED"
+PARTIAL = "stars.partial"  # on a sweep run: "n of m trials" when it was interrupted
+
+
+def mark_interrupted(rows: list[dict[str, Any]], trial_ids: list[str]) -> bool:
+    """Rows of trials an interruption stopped say so (Tune reports them like trials a
+    scheduler stopped); True when there was one."""
+    marked = False
+    for row in rows:
+        trial = str(row["trial"])
+        if any(t == trial or t in trial for t in trial_ids):
+            row["status"] = INTERRUPTED
+            marked = True
+    return marked
+
+
 def trial_rows(results: Iterable[Any], keys: list[str], objective: str) -> list[dict[str, Any]]:
     """One row per trial of a Tune ``ResultGrid``: status, source, parameters, objective and
     the test metrics (reported separately; never used to choose)."""

@@ -16,6 +16,7 @@ from stars.data.shards import SkeletonDataset
 from stars.data.source import pretrain_split
 from stars.errors import JobError
 from stars.eval.config import EvalConfig
+from stars.interrupts import JobInterrupted, received
 from stars.metrics.intervals import SUFFIX_HIGH, SUFFIX_LOW
 from stars.model.checkpoint import encoder_state, read
 from stars.paths import check_kept
@@ -23,7 +24,7 @@ from stars.storage import join, local_dir, parent, publish, shown
 from stars.sweep import results as res
 from stars.sweep.config import SweepConfig, monitor_metric_of, objective_monitor
 from stars.sweep.space import SearchSpace
-from stars.sweep.tracking import SweepProgress, find_sweep_run
+from stars.sweep.tracking import SweepProgress, close_interrupted, find_sweep_run
 from stars.sweep.trial import TrialPlan, stage2_trial
 from stars.tracking import runs as tr
 from stars.tracking.config import TrackingConfig
@@ -208,6 +209,14 @@ def _searcher(sweep: SweepConfig, space: SearchSpace, sources: int, concurrent: 
     return BasicVariantGenerator(max_concurrent=concurrent, random_state=sweep.seed)
 
 
+def planned_trials(sweep: SweepConfig, space: SearchSpace, sources: int) -> int:
+    """How many trials the sweep runs when nothing stops it."""
+    per_source = sweep.num_samples
+    if sweep.search == "grid":
+        per_source *= math.prod(len(d.points()) for d in space.params.values())
+    return per_source * max(sources, 1)
+
+
 def _param_space(sweep: SweepConfig, space: SearchSpace, sources: list[Source]) -> dict:
     from ray import tune
 
@@ -267,22 +276,19 @@ def _start_sweep_run(req: SweepRequest, tracker: Tracker, parent: str, storage: 
     return run
 
 
-def run_sweep(
-    req: SweepRequest, data: SkeletonDataset, log: Callable[[str], None] = print
-) -> SweepOutcome:
-    """Run (or resume) the sweep; returns its rows, best trial and artifacts."""
+def check_sweep(req: SweepRequest, data: SkeletonDataset) -> Tracker:
+    """Everything a sweep can be refused for before Ray starts and before its run exists:
+    tracking, the space, the store, resume state, and the stage-1 runs or checkpoint named.
+    Returns the sweep's tracker."""
     from ray import tune
 
     if not req.tracking.enabled:
         raise JobError("a sweep records its trials in MLflow: drop --no-tracking")
     if req.space.job != "stage2":
         raise ConfigError(f"{req.space.source}: --space takes a stage2 space")
-    objective = req.sweep.objective
-    pins = objective_monitor(objective)
     split = pretrain_split(data, req.stage2.config.data.protocol)
     tracker = Tracker(req.tracking, data, split, req.preset)
-    storage = sweep_storage(req)
-    experiment_path = storage
+    experiment_path = sweep_storage(req)
     restoring = tune.Tuner.can_restore(experiment_path)
     if restoring and not req.resume:
         raise JobError(
@@ -295,6 +301,29 @@ def run_sweep(
         and not find_sweep_run(tracker.client, tracker.experiment, req.name)
     ):
         raise JobError(f"nothing to resume: no sweep {req.name!r} at {shown(experiment_path)}")
+    for run_id in req.stage1_runs:
+        source_from_run(tracker, run_id)
+    if req.stage1_checkpoint:
+        source_from_checkpoint(req.stage1_checkpoint)
+    return tracker
+
+
+def run_sweep(
+    req: SweepRequest,
+    data: SkeletonDataset,
+    log: Callable[[str], None] = print,
+    tracker: Tracker | None = None,
+) -> SweepOutcome:
+    """Run (or resume) the sweep; returns its rows, best trial and artifacts. ``tracker``:
+    the one :func:`check_sweep` returned (checked again here when not given)."""
+    from ray import tune
+
+    tracker = tracker or check_sweep(req, data)
+    objective = req.sweep.objective
+    pins = objective_monitor(objective)
+    storage = sweep_storage(req)
+    experiment_path = storage
+    restoring = tune.Tuner.can_restore(experiment_path)
     stage2 = pin(req.stage2, pins, f"sweep.objective={objective}")
     if pins["stage2.monitor"] == "fewshot_val":
         novel = (data.manifest.get("fewshot") or {}).get("classes") or []
@@ -367,7 +396,10 @@ def run_sweep(
         grid = tuner.fit()
         keys = list(req.space.params)
         rows = res.trial_rows(grid, keys, objective)
-        best = res.best_row(rows, objective)
+        planned = planned_trials(req.sweep, req.space, len(sources))
+        stopped = sorted(progress.started - progress.ended)
+        partial = res.mark_interrupted(rows, stopped) or len(rows) < planned
+        best = None if partial else res.best_row(rows, objective)
         kept = join(storage, "results")
         out = local_dir(kept)
         out.mkdir(parents=True, exist_ok=True)
@@ -397,6 +429,23 @@ def run_sweep(
                     summary[f"best_{objective}{suffix}"] = best[objective + suffix]
             sweep_run.set_tags({"stars.best_trial": str(best["trial"])})
         sweep_run.log_metrics(summary)
+        if partial:
+            ended = sum(r["status"] != res.INTERRUPTED for r in rows)
+            note = f"{ended} of {planned} trials"
+            signal_name = received() or "SIGINT"
+            sweep_run.set_tags({res.PARTIAL: note})
+            close_interrupted(
+                tracker.client,
+                tracker.experiment,
+                req.name,
+                sweep_run.run_id,
+                stopped,
+                signal_name,
+            )
+            log("")
+            log(f"[sweep] PARTIAL: interrupted after {note}; no best trial is named")
+            log(res.format_table(rows, objective))
+            raise JobInterrupted(signal_name)
     table = res.format_table(rows, objective)
     return SweepOutcome(sweep_run.run_id, rows, best, artifacts, sources, table)
 

@@ -46,6 +46,8 @@ class SweepProgress(_tune_callback_base()):
         self.uri, self.experiment, self.sweep, self.objective = uri, experiment, sweep, objective
         self.quiet = quiet
         self.done = self.failed = self.stopped = 0
+        self.started: set[str] = set()  # trial ids started in this session...
+        self.ended: set[str] = set()  # ...and those whose end Tune reported
         self._client = None
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks with the experiment
@@ -82,11 +84,13 @@ class SweepProgress(_tune_callback_base()):
         )
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.started.add(trial.trial_id)
         params = (trial.config or {}).get("params", {})
         shown = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in params.items())
         self._line(trials, trial, f"started ({shown})")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ended.add(trial.trial_id)
         result = trial.last_result or {}
         value = result.get("objective")
         if result.get(TRIAL_DONE):
@@ -100,6 +104,7 @@ class SweepProgress(_tune_callback_base()):
             self._line(trials, trial, f"stopped early at epoch {epoch} ({_short(value)})", True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ended.add(trial.trial_id)
         self.failed += 1
         error = _error_text(trial)
         self._close(trial, "FAILED", error or "trial failed")
@@ -124,3 +129,35 @@ def _error_text(trial: Any) -> str:
         if text.strip():
             break
     return tr.error_summary(text) or "trial failed"
+
+
+def close_interrupted(
+    mlflow_client,
+    experiment: str,
+    sweep: str,
+    sweep_run_id: str,
+    trial_ids: list[str],
+    signal_name: str,
+) -> None:
+    """Every trial stopped by an interruption gets a KILLED run: its own when it had one,
+    else a placeholder (tags only) that the trial fills in when ``--resume`` runs it."""
+    runs = trial_runs(mlflow_client, experiment, sweep)
+    for trial_id in trial_ids:
+        run = runs.get(trial_id)
+        if run is not None:
+            if run.info.status == "RUNNING":
+                tr.StageRun(mlflow_client, run.info.run_id).kill(signal_name)
+            continue
+        exp = mlflow_client.get_experiment_by_name(experiment)
+        created = mlflow_client.create_run(
+            exp.experiment_id,
+            run_name=f"trial {trial_id} (interrupted before its run began)",
+            tags={
+                tr.STAGE: "stage2",
+                tr.SWEEP: sweep,
+                tr.TRIAL: trial_id,
+                tr.PARENT: sweep_run_id,
+                tr.PLACEHOLDER: "true",
+            },
+        )
+        tr.StageRun(mlflow_client, created.info.run_id).kill(signal_name)

@@ -10,7 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from stars import interrupts
 from stars.config import dump_yaml, flatten
+from stars.tracking import liveness
 
 MAX_PARAM_CHARS = 500  # long values are truncated in params; the YAML artifact has them whole
 
@@ -23,6 +25,7 @@ SWEEP = "stars.sweep_id"
 TRIAL = "stars.trial_id"
 SWEEP_POINT = "stars.sweep_point"  # which point of a two-level sweep's stage-1 space
 ERROR = "stars.error"  # one line: why a run failed
+PLACEHOLDER = "stars.placeholder"  # a run recorded for a trial interrupted before it began
 DATA_DIGEST = "stars.data_digest"
 PRESET = "stars.preset"
 PARENT = "mlflow.parentRunId"  # MLflow's own nesting: the UI shows children under a parent
@@ -195,6 +198,14 @@ class StageRun:
         mlflow_client.log_text(self.run_id, dump_yaml(cfg), "config.yaml")
         return self
 
+    def fill(self, name: str, cfg: Any, tags: Mapping[str, str]) -> None:
+        """Give a placeholder run what :meth:`create` gives a new one."""
+        self.client.update_run(self.run_id, name=name)
+        self.set_tags({**code_version(), **tags})
+        self.client.delete_tag(self.run_id, PLACEHOLDER)
+        log_params(self.client, self.run_id, params_of(cfg))
+        self.client.log_text(self.run_id, dump_yaml(cfg), "config.yaml")
+
     def log_metrics(self, metrics: Mapping[str, Any], step: int = 0) -> None:
         log_metrics(self.client, self.run_id, metrics, step)
 
@@ -222,16 +233,42 @@ class StageRun:
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
 
+    def clear_error(self) -> None:
+        """Drop a failure's tags (a resumed run that goes on is no longer that failure)."""
+        tags = self.client.get_run(self.run_id).data.tags
+        for key in (ERROR, liveness.ENDED_BY):
+            if key in tags:
+                self.client.delete_tag(self.run_id, key)
+
     @contextmanager
     def active(self) -> Iterator[StageRun]:
-        """End FINISHED, or FAILED on an error, KILLED on Ctrl-C: never left RUNNING."""
+        """End FINISHED, or FAILED on an error, KILLED on Ctrl-C or SIGTERM: never left
+        RUNNING. While the block runs, the run carries this driver's heartbeat."""
+        liveness.beat(self.client, self.run_id)
         try:
             yield self
         except KeyboardInterrupt:
-            self.end("KILLED")
+            self.kill(interrupts.received() or "SIGINT")
+            raise
+        except SystemExit as err:
+            if err.code == interrupts.EXIT_INTERRUPTED:
+                self.kill(interrupts.received() or "SIGINT")
+            else:
+                self.fail(f"the job exited with status {err.code}")
             raise
         except BaseException as err:
-            self.client.set_tag(self.run_id, ERROR, error_summary(str(err)) or repr(err))
-            self.end("FAILED")
+            self.fail(error_summary(str(err)) or repr(err))
             raise
+        finally:
+            liveness.stop_beating(self.run_id)
+        self.clear_error()
         self.end("FINISHED")
+
+    def kill(self, signal_name: str) -> None:
+        self.client.set_tag(self.run_id, liveness.ENDED_BY, signal_name)
+        self.client.set_tag(self.run_id, ERROR, f"interrupted by {signal_name}")
+        self.end("KILLED")
+
+    def fail(self, why: str) -> None:
+        self.client.set_tag(self.run_id, ERROR, why)
+        self.end("FAILED")

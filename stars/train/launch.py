@@ -15,6 +15,7 @@ from stars.data.config import DataConfig
 from stars.data.pipeline import build_base_dataset, build_dataset, fits_in_memory
 from stars.data.shards import SkeletonDataset
 from stars.data.source import pretrain_split
+from stars.interrupts import wait_in_main_thread
 from stars.location import is_uri
 from stars.model.checkpoint import CHECKPOINT_FILE
 from stars.paths import check_kept
@@ -107,7 +108,7 @@ def fit_watched(trainer: Any, scale: ScaleConfig, name: str) -> Any:
     if scale.use_gpu:
         per_worker["GPU"] = scale.gpus_per_worker
     with LostNodeWatchdog(per_worker, scale.num_workers, scale.lost_node_timeout_s, name):
-        return trainer.fit()
+        return wait_in_main_thread(trainer.fit)
 
 
 _shared_rows: dict[tuple[str, str], Any] | None = None

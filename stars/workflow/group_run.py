@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stars import interrupts
 from stars.metrics.intervals import DELTA, verdict
+from stars.tracking import liveness
 from stars.tracking import runs as tr
 from stars.workflow.group import (
     COMPARISONS,
@@ -61,7 +63,10 @@ class GroupRun:
         )
         if existing:
             tracker.client.update_run(existing[0].info.run_id, status="RUNNING")
-            return cls(tracker, tr.StageRun(tracker.client, existing[0].info.run_id), seeds)
+            run = tr.StageRun(tracker.client, existing[0].info.run_id)
+            run.clear_error()
+            liveness.beat(tracker.client, run.run_id)
+            return cls(tracker, run, seeds)
         params = {"seeds": shown, "n_seeds": len(seeds), **cfg}
         params.pop("seed", None)
         run = tr.StageRun.create(
@@ -73,6 +78,7 @@ class GroupRun:
             {GROUP_NAME: name, SEEDS: shown, tr.DATA_DIGEST: tracker.data.digest},
             parent_run_id,
         )
+        liveness.beat(tracker.client, run.run_id)
         return cls(tracker, run, seeds)
 
     @property
@@ -82,16 +88,19 @@ class GroupRun:
     def member_tags(self) -> dict[str, str]:
         return {GROUP_RUN: self.run_id} if self.run else {}
 
-    def kill(self) -> None:
-        """Ctrl-C: this run and every run of its lineages still RUNNING end KILLED."""
+    def kill(self, signal_name: str = "") -> None:
+        """Ctrl-C or SIGTERM: this run and every run of its lineages still RUNNING end
+        KILLED."""
         if self.run is None:
             return
+        signal_name = signal_name or interrupts.received() or "SIGINT"
         for member in tr.find_runs(
             self.tracker.client, self.tracker.experiment, **self.member_tags()
         ):
             if member.info.status == "RUNNING":
-                self.tracker.client.set_terminated(member.info.run_id, "KILLED")
-        self.run.end("KILLED")
+                tr.StageRun(self.tracker.client, member.info.run_id).kill(signal_name)
+        liveness.stop_beating(self.run.run_id)
+        self.run.kill(signal_name)
 
     def finish(self, lineages: list[Lineage], out_dir: Path) -> dict[str, float]:
         """Aggregates, the per-seed table and the figure on the group run (also written to
@@ -106,6 +115,7 @@ class GroupRun:
         failed = [ln for ln in lineages if ln.error]
         if self.run is None:
             return metrics
+        liveness.stop_beating(self.run.run_id)
         self.run.log_metrics(metrics)
         for path in files:
             self.run.log_artifact(path)
@@ -115,6 +125,7 @@ class GroupRun:
             self.run.set_tags({tr.ERROR: tr.error_summary(why) or why[:500]})
             self.run.end("FAILED")
         else:
+            self.run.clear_error()
             self.run.end("FINISHED")
         return metrics
 

@@ -3,16 +3,15 @@ under its source, resumed when the Ray run is resumed, described, and registered
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
 from stars import storage
 from stars.data.shards import SkeletonDataset
 from stars.eval.runner import EvalResult
+from stars.interrupts import resume_command as command_line
 from stars.model.checkpoint import CheckpointError, read, resolve_checkpoint
-from stars.tracking import registry
+from stars.tracking import liveness, registry, store
 from stars.tracking import runs as tr
 from stars.tracking.config import TrackingConfig, resolve_uri
 from stars.tracking.epoch_metrics import RunRef
@@ -38,17 +37,6 @@ def previous_run_id(storage_path: str, name: str) -> str:
     return RunRef.from_dict(payload.get("mlflow_run")).run_id
 
 
-def command_line() -> str:
-    """The command that started this process, as a user would type it."""
-    argv = list(sys.argv)
-    if argv and argv[0].endswith(".py"):
-        script = Path(argv[0])
-        if script.is_absolute() and script.is_relative_to(Path.cwd()):
-            script = script.relative_to(Path.cwd())
-        argv = ["python", str(script), *argv[1:]]
-    return shlex.join(argv)
-
-
 class Tracker:
     """MLflow for one job on one dataset (or nothing, when tracking is disabled)."""
 
@@ -59,7 +47,21 @@ class Tracker:
         self.dataset = dataset_name(data)
         self.experiment = cfg.experiment or f"stars-{self.dataset}"
         self.register = cfg.register
-        self.client = tr.client(self.uri) if cfg.enabled else None
+        self.client = None
+        if cfg.enabled:
+            store.check_store(self.uri, create=True)
+            store.prepare_schema(self.uri)
+            self.client = tr.client(self.uri)
+            self.end_stale_runs()
+
+    def end_stale_runs(self) -> None:
+        """Runs of this experiment left RUNNING by a driver that died end FAILED, each
+        named with the reason (:mod:`stars.tracking.liveness`)."""
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            return
+        for name, reason in liveness.end_stale_runs(self.client, [exp.experiment_id]):
+            print(f"[stars] run {name!r} was left RUNNING: ended FAILED ({reason})")
 
     def ref(self, run: tr.StageRun | None) -> RunRef:
         return RunRef(self.uri, run.run_id) if run else RunRef()
@@ -83,7 +85,13 @@ class Tracker:
         existing = run_id or previous_run_id(storage, ray_name)
         if existing:
             self.client.update_run(existing, status="RUNNING")
-            return tr.StageRun(self.client, existing)
+            run = tr.StageRun(self.client, existing)
+            run.clear_error()
+            if tr.PLACEHOLDER in self.client.get_run(existing).data.tags:
+                # An interrupted sweep recorded this trial before its run began: fill it in.
+                run.fill(run_name, cfg, {tr.DATA_DIGEST: self.data.digest, **(tags or {})})
+                tr.log_dataset(self.client, existing, self.data, self.split)
+            return run
         all_tags = {tr.DATA_DIGEST: self.data.digest, **(tags or {})}
         if self.preset:
             all_tags[tr.PRESET] = self.preset
