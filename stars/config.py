@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 import yaml
 
+from stars.config_ranges import out_of_range
 from stars.errors import StarsError
 
 T = TypeVar("T")
@@ -306,7 +307,12 @@ def load_layers(
         _check_override_path(cls, keys)
         _set_path(tree, keys, value)
         explicit.add(".".join(keys))
-    return Layered(from_dict(cls, tree), frozenset(explicit))
+    config = from_dict(cls, tree)
+    problems = out_of_range(config) if dataclasses.is_dataclass(config) else []
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(f"{problems[0]}{more}")
+    return Layered(config, frozenset(explicit))
 
 
 def read_sections(path: str | Path, sections: Iterable[str]) -> None:

@@ -33,6 +33,7 @@ class JobInterrupted(KeyboardInterrupt):
 
 
 _received: list[str] = []
+_installed: list[bool] = []  # one entry per active interruptible() block
 
 
 def received() -> str:
@@ -64,6 +65,7 @@ def interruptible(
         yield
         return
     previous = signal.signal(signal.SIGINT, _on_sigint), signal.signal(signal.SIGTERM, _on_sigterm)
+    _installed.append(True)
     try:
         yield
     except KeyboardInterrupt:
@@ -71,8 +73,17 @@ def interruptible(
         print(line, file=sys.stderr, flush=True)
         raise SystemExit(EXIT_INTERRUPTED) from None
     finally:
+        _installed.pop()
         signal.signal(signal.SIGINT, previous[0])
         signal.signal(signal.SIGTERM, previous[1])
+
+
+def reinstall() -> None:
+    """Take the signals back after a library set handlers of its own (``ray.init`` makes
+    SIGTERM exit with status 15, which would read as a failure)."""
+    if _installed and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_sigint)
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def interrupted_line(

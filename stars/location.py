@@ -81,3 +81,22 @@ class Location:
                 return f.read()
         except (pa.ArrowException, OSError) as err:
             raise LocationError(f"{self.show(name)}: cannot be read ({err})") from err
+
+
+def unsafe_name_reason(name: object) -> str:
+    """Why ``name`` is not a plain file name that stays inside its directory ("" when it
+    is one): names taken from data (manifest shard names, index sample ids) must not reach
+    elsewhere, with ``..``, an absolute path, a separator or a drive."""
+    if not isinstance(name, str) or not name:
+        return "not a non-empty name"
+    if "\x00" in name:
+        return "contains a NUL byte"
+    if name in (".", ".."):
+        return "names a directory, not a file"
+    if "/" in name or "\\" in name:
+        return "is a path, not a plain name (contains a separator)"
+    if len(name) > 1 and name[1] == ":" and name[0].isalpha():
+        return "is a Windows drive path"
+    if "://" in name:
+        return "is a URI"
+    return ""

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1] / "stars"
 # Row by row, lowest first; a package may import any package of an earlier row.
 LAYERS = [
     {"errors", "interrupts"},
+    {"config_ranges"},
     {"config", "skeleton", "location"},
     {"storage"},
     {"paths"},

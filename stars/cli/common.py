@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import sys
 import time
 from collections.abc import Iterator
@@ -140,25 +141,66 @@ def protocol_list(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
+START_ATTEMPTS = 3  # Ray gives a local raylet 30 s; a loaded 2-core machine can need more
+
+
 def init_ray(verbose: bool = True) -> None:
     """Join the cluster when there is one (``ray job submit`` sets RAY_ADDRESS), else start
-    a local instance. Quiet (``verbose`` False): the workers' own output stays in Ray's
-    session logs instead of streaming to this console."""
+    a local instance whose services listen on 127.0.0.1 only. Quiet (``verbose`` False): the
+    workers' own output stays in Ray's session logs instead of streaming to this console."""
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
-        ray.init(log_to_driver=verbose, configure_logging=False)
+        local = not os.environ.get("RAY_ADDRESS")
+        if local:
+            bind_local_ray_to_loopback()
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                ray.init(log_to_driver=verbose, configure_logging=False)
+                break
+            except Exception as err:  # Ray raises a bare Exception for a start-up timeout
+                if not (local and "timed out during startup" in str(err)):
+                    raise
+                ray.shutdown()
+                if attempt == START_ATTEMPTS:
+                    raise StarsError(
+                        f"Ray's local node did not come up in {START_ATTEMPTS} tries of 30 s "
+                        "(the machine is overloaded: close other jobs, or start Ray yourself "
+                        "with 'ray start --head' and set RAY_ADDRESS)"
+                    ) from None
+                print(
+                    f"[stars] Ray's local start timed out (try {attempt} of {START_ATTEMPTS}: "
+                    "the machine is busy); trying again",
+                    file=sys.stderr,
+                )
         from stars.cli.console import reroute_after_ray_init
+        from stars.interrupts import reinstall
 
         reroute_after_ray_init()
+        reinstall()
     from stars.data.pipeline import quiet_ray_data
 
     quiet_ray_data()
 
 
+def bind_local_ray_to_loopback() -> None:
+    """Make a local Ray instance (GCS, raylet, workers, agents) listen on 127.0.0.1, not on
+    every interface: Ray binds loopback only when its node address is the loopback one,
+    which it picks when clustering is off (the same switch its macOS/Windows builds use).
+    ``STARS_RAY_ALL_INTERFACES=1`` keeps Ray's own default."""
+    if os.environ.get("STARS_RAY_ALL_INTERFACES") == "1":
+        return
+    import ray._private.ray_constants as ray_constants
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"  # for Ray's own processes
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read at import; this process imported it
+
+
 def run_name(prefix: str) -> str:
-    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """``prefix-YYYYmmdd-HHMMSS-xxxxxx``: the random tail keeps two jobs started in the same
+    second (on any machine) from sharing run directories."""
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
 def table(rows: list[tuple[str, Any]]) -> str:

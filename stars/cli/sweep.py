@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     from stars.sweep.space import load_space
 
     name = args.name or run_name("sweep")
-    with interruption(prog, name, "--resume"), reported(prog):
+    kept = "its MLflow runs ended KILLED; finished trials are kept and are not run again"
+    with interruption(prog, name, "--resume", kept=kept), reported(prog):
         if args.resume and not args.name:
             raise StarsError("--resume needs the --name of the sweep to continue")
         if args.config:

@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stars.errors import StarsError
-from stars.location import Location, is_uri
+from stars.location import Location, is_uri, unsafe_name_reason
 from stars.skeleton import JointLayout, get_layout
 
 SCHEMA_VERSION = 1
@@ -542,6 +542,14 @@ def load_manifest(root: str | Path) -> dict[str, Any]:
     ):
         if key not in manifest:
             raise DataError(f"{path} lacks the key {key!r}")
+    for shard in manifest["shards"] if isinstance(manifest["shards"], list) else [None]:
+        name = shard.get("file") if isinstance(shard, dict) else shard
+        why = unsafe_name_reason(name)
+        if why:
+            raise DataError(
+                f"{path}: shard name {name!r} {why}; a manifest lists shards by their plain "
+                "file names inside the dataset directory"
+            )
     if manifest["schema_version"] != SCHEMA_VERSION:
         raise DataError(
             f"{path}: schema version {manifest['schema_version']} is not "

@@ -4,6 +4,7 @@ stage-2 YAML file, and a plot of the objective against each swept parameter."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,16 +23,29 @@ INTERRUPTED = "INTERRUPTED"
 PARTIAL = "stars.partial"  # on a sweep run: "n of m trials" when it was interrupted
 
 
-def mark_interrupted(rows: list[dict[str, Any]], trial_ids: list[str]) -> bool:
+def mark_interrupted(rows: list[dict[str, Any]], trial_ids: list[str]) -> list[str]:
     """Rows of trials an interruption stopped say so (Tune reports them like trials a
-    scheduler stopped); True when there was one."""
-    marked = False
+    scheduler stopped): those in ``trial_ids`` (started, never ended) and those that never
+    reported. Returns the ids of all of them."""
+    marked = []
     for row in rows:
-        trial = str(row["trial"])
-        if any(t == trial or t in trial for t in trial_ids):
+        stopped = row["status"] == "STOPPED" and (
+            row["trial"] in trial_ids or row.get("epochs") is None
+        )
+        if stopped:
             row["status"] = INTERRUPTED
-            marked = True
-    return marked
+            marked.append(str(row["trial"]))
+    return sorted(set(marked) | set(trial_ids))
+
+
+def trial_id_of(result: Any) -> str:
+    """A trial's id from its last report, else from its directory name (``..._<id>_<n>_...``)."""
+    metrics = result.metrics or {}
+    if metrics.get("trial_id"):
+        return str(metrics["trial_id"])
+    name = Path(str(result.path)).name
+    found = re.search(r"([0-9a-f]{5}_\d{5})", name)
+    return found.group(1) if found else name
 
 
 def trial_rows(results: Iterable[Any], keys: list[str], objective: str) -> list[dict[str, Any]]:
@@ -50,7 +64,7 @@ def trial_rows(results: Iterable[Any], keys: list[str], objective: str) -> list[
         else:
             status = "STOPPED"
         row = {
-            "trial": metrics.get("trial_id") or Path(str(result.path)).name,
+            "trial": trial_id_of(result),
             "status": status,
             "stage1_run": source.get("run_id", "")
             or shown(source.get("checkpoint", "")).rsplit("/", 1)[-1],

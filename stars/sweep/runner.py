@@ -397,8 +397,8 @@ def run_sweep(
         keys = list(req.space.params)
         rows = res.trial_rows(grid, keys, objective)
         planned = planned_trials(req.sweep, req.space, len(sources))
-        stopped = sorted(progress.started - progress.ended)
-        partial = res.mark_interrupted(rows, stopped) or len(rows) < planned
+        stopped = res.mark_interrupted(rows, sorted(progress.started - progress.ended))
+        partial = bool(stopped) or len(rows) < planned
         best = None if partial else res.best_row(rows, objective)
         kept = join(storage, "results")
         out = local_dir(kept)

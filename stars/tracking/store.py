@@ -111,13 +111,35 @@ def check_sqlite(path: Path, uri: str, create: bool) -> None:
         head = f.read(len(SQLITE_MAGIC))
     if head and head != SQLITE_MAGIC:
         raise TrackingStoreError(f"tracking URI {uri}: {path} is not a SQLite database")
-    if create and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
-        what = path if not os.access(path, os.W_OK) else path.parent
-        raise TrackingStoreError(
-            f"tracking URI {uri}: {what} is read-only, and a job writes its runs there "
-            "(SQLite also needs to write beside the file): use a writable copy or another "
-            "--tracking-uri"
-        )
+    if create:
+        problem = sqlite_write_problem(path)
+        if problem:
+            raise TrackingStoreError(
+                f"tracking URI {uri}: cannot write {path} ({problem}), and a job writes its "
+                "runs there: use a writable copy or another --tracking-uri"
+            )
+
+
+def sqlite_write_problem(path: Path) -> str:
+    """Why SQLite cannot write ``path`` ("" when it can): a write lock is taken and given
+    back, which is what MLflow's first write needs (file and directory permissions, a
+    read-only mount, a file locked by another program)."""
+    import sqlite3
+
+    if not os.access(path, os.W_OK):
+        return "the file is read-only"
+    if not os.access(path.parent, os.W_OK):
+        return f"its directory {path.parent} is read-only; SQLite writes its journal there"
+    try:
+        con = sqlite3.connect(str(path), timeout=30)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.rollback()
+        finally:
+            con.close()
+    except sqlite3.Error as err:
+        return str(err)
+    return ""
 
 
 def check_directory_store(path: Path, uri: str, create: bool) -> None:

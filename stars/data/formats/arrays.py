@@ -24,6 +24,7 @@ import numpy as np
 from stars.data.formats.convert import ConversionResult, Parsed, Rejected, run_conversion
 from stars.data.shards import DataError, Sample
 from stars.data.transforms import resize_windows
+from stars.location import unsafe_name_reason
 from stars.skeleton import generic_layout, get_layout
 
 INT32_MAX = 2**31 - 1
@@ -249,11 +250,18 @@ def convert_arrays(
     candidates = []  # (row, split, path, shape)
     for row, split in zip(rows, split_of, strict=True):
         sid = row["sample_id"].strip()
+        why = unsafe_name_reason(sid)
+        if why:
+            refused.append((sid, f"sample_id {why}: array files must lie in {root}"))
+            continue
         found = [
             p for p in (root / f"{sid}.npy", root / f"{sid}.npz") if p.exists() or p.is_symlink()
         ]
         if not found:
             refused.append((sid, "array file not found"))
+            continue
+        if not found[0].resolve().is_relative_to(root.resolve()):
+            refused.append((found[0].name, f"a link to {found[0].resolve()}, outside {root}"))
             continue
         try:
             shape, _ = array_header(found[0])

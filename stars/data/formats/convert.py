@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -49,6 +50,24 @@ def _safe_parse(args: tuple[Callable[[Any], Parsed], str, Any]) -> tuple[str, Pa
         return name, f"unreadable ({type(err).__name__}: {_short(err)})"
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """A parser worker ends when the conversion that started it dies (SIGKILL included):
+    Linux sends it SIGKILL then (``PR_SET_PDEATHSIG``). Elsewhere the pool's own shutdown
+    is all there is."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before the call took effect
+        os._exit(1)
+
+
 def _short(err: BaseException, limit: int = 160) -> str:
     text = " ".join(str(err).split())
     return text[:limit] if text else "no message"
@@ -62,7 +81,9 @@ def _parsed_stream(
         yield from map(_safe_parse, jobs)  # lazy: items may be streamed blocks of a big file
         return
     jobs_list = list(jobs)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, initializer=_die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         # Ordered results keep conversions deterministic whatever the worker count.
         chunk = max(1, len(jobs_list) // (workers * 8))
         yield from pool.map(_safe_parse, jobs_list, chunksize=chunk)
