@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 
 import yaml
 
-from stars.config_ranges import out_of_range
+from stars.config_ranges import problem as range_problem
 from stars.errors import StarsError
 
 T = TypeVar("T")
@@ -134,6 +134,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
             f"unknown config key '{_join(prefix, unknown[0])}'{at}; valid keys: " + ", ".join(names)
         )
     kwargs = {k: _coerce(v, hints[k], _join(prefix, k)) for k, v in data.items()}
+    for key, value in kwargs.items():
+        if text := range_problem(cls.__name__, key, value, _join(prefix, key)):
+            raise ConfigError(text)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
@@ -307,12 +310,7 @@ def load_layers(
         _check_override_path(cls, keys)
         _set_path(tree, keys, value)
         explicit.add(".".join(keys))
-    config = from_dict(cls, tree)
-    problems = out_of_range(config) if dataclasses.is_dataclass(config) else []
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ConfigError(f"{problems[0]}{more}")
-    return Layered(config, frozenset(explicit))
+    return Layered(from_dict(cls, tree), frozenset(explicit))
 
 
 def read_sections(path: str | Path, sections: Iterable[str]) -> None:

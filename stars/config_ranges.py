@@ -152,23 +152,28 @@ RANGES: dict[tuple[str, str], Range] = {
 }
 
 
+def problem(owner: str, name: str, value: Any, key: str) -> str:
+    """``key=value: must be ...`` when ``value`` of field ``name`` of config class ``owner``
+    is outside its range in :data:`RANGES` (every item of a tuple), else ""."""
+    bound = RANGES.get((owner, name))
+    if bound is None or value is None or isinstance(value, bool):
+        return ""
+    for item in value if isinstance(value, (tuple, list)) else (value,):
+        numeric = isinstance(item, (int, float)) and not isinstance(item, bool)
+        if numeric and not bound.holds(float(item)):
+            return f"{key}={value}: must be {bound.describe()}"
+    return ""
+
+
 def out_of_range(config: Any, prefix: str = "") -> list[str]:
-    """``key=value: must be ...`` for every numeric value of the dataclass ``config``
-    (nested ones included) outside its range in :data:`RANGES`."""
+    """:func:`problem` for every numeric value of the dataclass ``config``, nested ones
+    included."""
     problems: list[str] = []
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         key = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(value):
             problems += out_of_range(value, key + ".")
-            continue
-        bound = RANGES.get((type(config).__name__, f.name))
-        if bound is None or value is None or isinstance(value, bool):
-            continue
-        values = value if isinstance(value, (tuple, list)) else (value,)
-        for item in values:
-            numeric = isinstance(item, (int, float)) and not isinstance(item, bool)
-            if numeric and not bound.holds(float(item)):
-                problems.append(f"{key}={value}: must be {bound.describe()}")
-                break
+        elif text := problem(type(config).__name__, f.name, value, key):
+            problems.append(text)
     return problems

@@ -59,6 +59,7 @@ SPECIAL: dict[str, object] = {
     "stage1.amp": "fp16",
     "stage2.amp": "fp16",
     "uri": "sqlite:////tmp/other.db",
+    "eval.semi_fractions": [0.01, 0.2],  # the generic alternative (1.1) is no fraction
 }
 
 
@@ -331,5 +332,5 @@ def test_the_main_jobs_one_seed_reaches_both_stages_and_the_evaluation(tmp_path,
     assert (cfg.stage1.seed, cfg.stage2.seed, cfg.eval.seed) == (3, 3, 3)
     with pytest.raises(ConfigError, match="seed=5 cannot be set here"):
         resolved("--set", "seed=3", "--eval-set", "seed=5")
-    with pytest.raises(ConfigError, match="seed must be >= 0"):
+    with pytest.raises(ConfigError, match="seed=-1: must be >= 0"):
         resolved("--seed", "-1")

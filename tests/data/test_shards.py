@@ -204,3 +204,19 @@ def test_shard_with_wrong_tensor_shape_is_named(written, tmp_path):
 def test_writer_refuses_existing_dataset(written, tmp_path):
     with pytest.raises(FileExistsError, match="already holds a dataset"):
         ShardWriter(written, layout=NTU25, class_names=["a"], split_names=["train"])
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../outside.parquet", "/etc/passwd", "../../etc/passwd", "sub/shard.parquet", "..", ""],
+)
+def test_a_shard_name_that_leaves_the_dataset_is_refused(written, tmp_path, name):
+    # A copy of a real shard outside the dataset, digest and size recomputed, so that only
+    # the name can be the problem.
+    outside = written.parent / "outside.parquet"
+    shutil.copy(written / "shard-00000.parquet", outside)
+    manifest = json.loads((written / MANIFEST_NAME).read_text())
+    manifest["shards"][0]["file"] = name
+    (written / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"manifest\.json: shard name .* a manifest lists shards"):
+        open_dataset(written)

@@ -183,3 +183,20 @@ def test_cli_end_to_end(tmp_path, capsys):
 def test_rejected_is_clean_exception():
     err = Rejected("truncated file")
     assert err.reason == "truncated file"
+
+
+def test_arrays_sample_ids_that_leave_the_directory_are_rejected_by_name(tmp_path):
+    rows = [{"sample_id": f"clip{i}", "label": "ab"[i % 2]} for i in range(6)]
+    root = _arrays(tmp_path, rows, [(20, 25, 3)] * 6)
+    outside = tmp_path / "x.npy"
+    np.save(outside, np.zeros((20, 25, 3), np.float32))
+    (root / "link.npy").symlink_to(outside)
+    with open(root / "index.csv", "a") as fh:
+        fh.write(f"../x,a\n{outside.with_suffix('')},b\nlink,a\n")
+    result = convert_arrays(root, tmp_path / "out", workers=1, progress=False, test_fraction=0.5)
+    report = result.report
+    assert report["seen"] == 9 and report["written"] == 6
+    reasons = {r["file"]: r["reason"] for r in report["rejected"]}
+    assert reasons["../x"].startswith("sample_id is a path, not a plain name")
+    assert reasons[str(outside.with_suffix(""))].startswith("sample_id is a path")
+    assert reasons["link.npy"].startswith(f"a link to {outside}")
