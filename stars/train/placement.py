@@ -230,10 +230,10 @@ def shortfall(scale: ScaleConfig) -> list[str]:
         need_gpu = scale.num_workers * scale.gpus_per_worker
         if need_gpu > gpus + 1e-9:
             fit = math.floor(gpus / scale.gpus_per_worker + 1e-9)
+            fewer = f"--set scale.num_workers={fit}, or " if fit >= 1 else ""
             problems.append(
                 f"{scale.num_workers} workers x {scale.gpus_per_worker:g} GPU = {need_gpu:g} "
-                f"GPUs, the cluster has {gpus:g} (fits: --set scale.num_workers={fit}, or "
-                "--set scale.use_gpu=false)"
+                f"GPUs, the cluster has {gpus:g} (fits: {fewer}--set scale.use_gpu=false)"
             )
     biggest = max((n.get("Resources", {}).get("CPU", 0) for n in alive_nodes()), default=0)
     if scale.cpus_per_worker > biggest + 1e-9:

@@ -3,6 +3,7 @@ change; on an autoscaling cluster it waits, bounded, for the nodes it asked for.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -94,3 +95,33 @@ def test_a_job_waits_for_a_scale_up_with_progress_and_gives_up_when_bounded(tmp_
     gave_up = lines["GAVE"]
     assert "added no room for it in 2 s" in gave_up and "scale.num_workers=2" in gave_up
     assert int(gave_up.split()[2]) < 15
+
+
+SUGGESTED = re.compile(r"--set (\S+?=[^\s,)]+)")
+
+
+@pytest.mark.parametrize(
+    ("resources", "nodes_cpu", "scale"),
+    [
+        ({"CPU": 2.0}, 2.0, {"use_gpu": True, "num_workers": 2}),  # no GPU at all
+        ({"CPU": 8.0, "GPU": 1.0}, 8.0, {"use_gpu": True, "num_workers": 4}),
+        ({"CPU": 2.0}, 2.0, {"num_workers": 6}),
+        ({"CPU": 2.0}, 2.0, {"num_workers": 1, "cpus_per_worker": 4.0}),
+    ],
+)
+def test_every_suggested_setting_is_one_the_job_accepts(monkeypatch, resources, nodes_cpu, scale):
+    import ray
+
+    from stars.config import load_layers
+    from stars.train import placement
+    from stars.train.config import ScaleConfig, Stage1JobConfig
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: resources)
+    monkeypatch.setattr(placement, "alive_nodes", lambda: [{"Resources": {"CPU": nodes_cpu}}])
+    problems = placement.shortfall(ScaleConfig(**scale))
+    assert problems
+    suggested = [s for text in problems for s in SUGGESTED.findall(text)]
+    for setting in suggested:
+        overrides = [f"scale.{k}={v}" for k, v in scale.items()]
+        fixed = load_layers(Stage1JobConfig, {}, None, [*overrides, setting]).config.scale
+        assert len(placement.shortfall(fixed)) < len(problems), setting
