@@ -100,7 +100,9 @@ def test_checkpoints_are_read_where_they_are_kept(s3_root, tmp_path):
     storage.publish(run, kept)
 
     latest = storage.join(kept, "checkpoint_000001", ckpt.CHECKPOINT_FILE)
-    assert ckpt.resolve_checkpoint(kept) == latest  # a run directory: its latest checkpoint
+    # A run directory without Ray Train's record of what it registered is not guessed from.
+    with pytest.raises(ckpt.CheckpointError, match="Ray Train registered none of them"):
+        ckpt.resolve_checkpoint(kept)
     assert ckpt.resolve_checkpoint(storage.parent(latest)) == latest
     assert ckpt.resolve_checkpoint(latest) == latest
     assert ckpt.read(storage.parent(latest))["epoch"] == 1

@@ -49,6 +49,8 @@ def route_library_logs(log_file: Path | None, verbose: bool) -> None:
         # With a tracking server MLflow writes "View run ... at" to stdout at each run's end;
         # the job prints its own runs/compare links.
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        # Reading a cached baseline or a stage-1 checkpoint back drew tqdm bars on stdout.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Ray, Ray Data and MLflow configure their loggers on import: import them before routing.
     import mlflow  # noqa: F401
     import ray

@@ -4,6 +4,7 @@ file or the full dotted key and the reason."""
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,3 +118,39 @@ def test_results_in_a_bucket_that_does_not_exist_fail_before_any_work(
         err = one_line_error(capsys, main, [*common, f"scale.storage_path={runs}", *extra], prog)
         assert "scale.storage_path=s3://no-such-bucket/runs cannot be written" in err, err
         assert "--set scale.storage_path" in err
+
+
+def test_costly_mistakes_are_refused_before_ray_starts_or_any_run_exists(
+    capsys, tmp_path, tiny_dataset_dir
+):
+    import ray
+
+    from stars.tracking import runs as tr
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = ["--preset", "tiny", "--data", str(tiny_dataset_dir), "--tracking-uri", uri]
+    common += ["--set", f"scale.storage_path={tmp_path / 'runs'}"]
+    was_running = ray.is_initialized()
+    err = one_line_error(
+        capsys, pretrain_main, [*common, "--set", "stage1.epochs=-1"], "pretrain.py"
+    )
+    assert "stage1.epochs=-1: must be >= 1" in err
+    err = one_line_error(
+        capsys,
+        stage2_main,
+        [*common, "--from-run", "0" * 32, "--set", "stage2.layer_decay=2"],
+        "tune_stage2.py",
+    )
+    assert "stage2.layer_decay=2.0: must be > 0 and <= 1" in err
+    space = str(Path(__file__).resolve().parents[2] / "search_spaces" / "tiny.yaml")
+    err = one_line_error(
+        capsys,
+        sweep_main,
+        [*common, "--stage1-runs", "f" * 32, "--space", space, "--name", "s"],
+        "sweep_stage2.py",
+    )
+    assert "f" * 32 in err
+    assert ray.is_initialized() == was_running  # none of them started Ray
+    c = tr.client(uri)
+    exp = c.get_experiment_by_name("stars-synthetic")
+    assert exp is None or not c.search_runs([exp.experiment_id])  # nor created a run
