@@ -153,11 +153,10 @@ def init_ray(verbose: bool = True) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
         local = not os.environ.get("RAY_ADDRESS")
-        if local:
-            bind_local_ray_to_loopback()
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
-                ray.init(log_to_driver=verbose, configure_logging=False)
+                with local_ray_on_loopback() if local else contextlib.nullcontext():
+                    ray.init(log_to_driver=verbose, configure_logging=False)
                 break
             except Exception as err:  # Ray raises a bare Exception for a start-up timeout
                 if not (local and "timed out during startup" in str(err)):
@@ -184,17 +183,31 @@ def init_ray(verbose: bool = True) -> None:
     quiet_ray_data()
 
 
-def bind_local_ray_to_loopback() -> None:
-    """Make a local Ray instance (GCS, raylet, workers, agents) listen on 127.0.0.1, not on
-    every interface: Ray binds loopback only when its node address is the loopback one,
-    which it picks when clustering is off (the same switch its macOS/Windows builds use).
+@contextlib.contextmanager
+def local_ray_on_loopback() -> Iterator[None]:
+    """While a local Ray instance starts in this block, make it (GCS, raylet, workers,
+    agents) listen on 127.0.0.1, not on every interface: Ray binds loopback only when its
+    node address is the loopback one, which it picks when clustering is off (the switch its
+    macOS/Windows builds use). Ray's processes, started here, keep the setting; this process
+    gets its own back afterwards, so a later ``ray start`` it runs can still join a cluster.
     ``STARS_RAY_ALL_INTERFACES=1`` keeps Ray's own default."""
     if os.environ.get("STARS_RAY_ALL_INTERFACES") == "1":
+        yield
         return
     import ray._private.ray_constants as ray_constants
 
-    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"  # for Ray's own processes
+    name = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    before = os.environ.get(name), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[name] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False  # read at import; this process imported it
+    try:
+        yield
+    finally:
+        if before[0] is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before[0]
+        ray_constants.ENABLE_RAY_CLUSTER = before[1]
 
 
 def run_name(prefix: str) -> str:

@@ -77,14 +77,16 @@ def test_other_start_errors_are_not_retried(fake_ray, monkeypatch):
     assert fake.calls == 1
 
 
-def test_a_local_start_asks_ray_for_loopback(monkeypatch):
-    import ray._private.ray_constants as ray_constants
-
-    monkeypatch.delenv("STARS_RAY_ALL_INTERFACES", raising=False)
-    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
-    monkeypatch.setenv(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, "1")
-    common.bind_local_ray_to_loopback()
-    assert ray_constants.ENABLE_RAY_CLUSTER is False
+def test_a_local_start_asks_ray_for_loopback_and_gives_the_setting_back(monkeypatch):
     import os
 
-    assert os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] == "0"
+    import ray._private.ray_constants as ray_constants
+
+    name = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    monkeypatch.delenv("STARS_RAY_ALL_INTERFACES", raising=False)
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    monkeypatch.delenv(name, raising=False)
+    with common.local_ray_on_loopback():
+        assert ray_constants.ENABLE_RAY_CLUSTER is False
+        assert os.environ[name] == "0"  # what Ray's own processes inherit
+    assert ray_constants.ENABLE_RAY_CLUSTER is True and name not in os.environ
