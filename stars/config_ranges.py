@@ -61,7 +61,7 @@ RANGES: dict[tuple[str, str], Range] = {
     ("ModelConfig", "num_joints"): AT_LEAST_1,
     ("ModelConfig", "in_channels"): AT_LEAST_1,
     ("ModelConfig", "mask_ratio"): FRACTION,
-    ("ModelConfig", "motion_tau"): POSITIVE,
+    ("ModelConfig", "motion_tau"): AT_LEAST_0,  # 0: uniform random masking
     ("ModelConfig", "motion_stride"): AT_LEAST_1,
     ("ModelConfig", "drop_path"): FRACTION,
     # optimiser
@@ -112,7 +112,7 @@ RANGES: dict[tuple[str, str], Range] = {
     ("EvalConfig", "fewshot_shots"): AT_LEAST_1,
     ("EvalConfig", "fewshot_episodes"): AT_LEAST_1,
     ("EvalConfig", "seed"): AT_LEAST_0,
-    ("EvalConfig", "bootstrap_resamples"): AT_LEAST_0,
+    ("EvalConfig", "bootstrap_resamples"): Range(100),
     ("EvalConfig", "semi_fractions"): RATIO,
     ("EvalConfig", "semi_seeds"): AT_LEAST_1,
     ("EvalConfig", "tsne_classes"): AT_LEAST_1,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from stars.eval.linear import LinearProbeConfig
 from stars.model.config import ModelConfig
 from stars.presets import job_preset
 from stars.sweep.config import SweepConfig
+from stars.sweep.space import load_space
 from stars.train.config import (
     OptimConfig,
     ScaleConfig,
@@ -25,6 +27,8 @@ from stars.train.config import (
     Stage2Config,
     Stage2JobConfig,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CLASSES = [
     ModelConfig,
@@ -78,7 +82,7 @@ def test_presets_are_in_range(preset):
         (Stage1JobConfig, "stage1.epochs=0", "stage1.epochs=0: must be >= 1"),
         (Stage1JobConfig, "optim.lr=0", "optim.lr=0.0: must be > 0"),
         (Stage1JobConfig, "model.mask_ratio=1.0", "model.mask_ratio=1.0: must be >= 0 and < 1"),
-        (Stage1JobConfig, "model.motion_tau=0", "model.motion_tau=0.0: must be > 0"),
+        (Stage1JobConfig, "model.motion_tau=-1", "model.motion_tau=-1.0: must be >= 0"),
         (Stage1JobConfig, "data.batch_size=0", "data.batch_size=0: must be >= 1"),
         (Stage2JobConfig, "stage2.layer_decay=1.5", "stage2.layer_decay=1.5: must be > 0"),
         (Stage2JobConfig, "stage2.queue_size=0", "stage2.queue_size=0: must be >= 1"),
@@ -98,3 +102,19 @@ def test_a_value_out_of_range_is_refused_naming_the_key(cls, override, message):
 def test_ranges_reach_every_item_of_a_tuple():
     with pytest.raises(ConfigError, match=r"^fewshot_shots=\(1, 0\): must be >= 1"):
         load_layers(EvalConfig, {}, None, ["fewshot_shots=[1,0]"])
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "search_spaces").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_search_space_stays_in_range(path):
+    load_space(path)  # refuses a point or a range end outside the key's range
+
+
+def test_a_search_space_that_leaves_the_range_is_refused(tmp_path):
+    space = tmp_path / "bad.yaml"
+    space.write_text("job: stage2\nspace:\n  stage2.layer_decay: {uniform: [0.2, 1.4]}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: stage2.layer_decay: uniform\(0.2, 1.4\) "):
+        load_space(space)
+    space.write_text("job: stage1\nspace:\n  model.motion_tau: {grid: [0.0, 0.8]}\n")
+    assert load_space(space).params["model.motion_tau"].points() == [0.0, 0.8]

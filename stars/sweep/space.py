@@ -27,6 +27,7 @@ from typing import Any, Literal
 import yaml
 
 from stars.config import ConfigError, coerce_value
+from stars.config_ranges import problem as range_problem
 from stars.train.config import Stage1JobConfig, Stage2JobConfig
 
 JOBS: dict[str, type] = {"stage1": Stage1JobConfig, "stage2": Stage2JobConfig}
@@ -178,4 +179,20 @@ def load_space(path: str | Path, job: str | None = None) -> SearchSpace:
     for key, spec in space.items():
         where = f"{path}: {key}"
         params[str(key)] = parse_dist(spec, _key_type(JOBS[kind], str(key), where), where)
+        _check_range(JOBS[kind], str(key), params[str(key)], where)
     return SearchSpace(kind, params, str(path))
+
+
+def _check_range(cls: type, key: str, dist: Dist, where: str) -> None:
+    """Every point of a choice or grid, and both ends of a range, lie in the key's range
+    (:mod:`stars.config_ranges`): a space that would only fail inside a trial is refused."""
+    *sections, name = key.split(".")
+    owner: Any = cls
+    for part in sections:
+        owner = typing.get_type_hints(owner)[part]
+    values = list(dist.values)
+    if dist.kind == "randint":
+        values = [values[0], values[1] - 1]
+    for value in values:
+        if text := range_problem(owner.__name__, name, value, key):
+            raise ConfigError(f"{where}: {dist.describe()} reaches {text}")
