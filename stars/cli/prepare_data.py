@@ -20,6 +20,7 @@ examples:
   prepare_data.py ntu  nturgbd_skeletons/ --out data/ntu60 [--variant ntu60] \\
                        [--exclude NTU_RGBD_samples_with_missing_skeletons.txt]
   prepare_data.py npz  NTU60_XSub.npz --out data/ntu60_xsub
+  prepare_data.py pyskl ntu60_3danno.pkl --out data/ntu60      (pyskl / MMAction2, 3D)
   prepare_data.py pku  PKU_Skeleton_Renew/ --labels Train_Label_PKU_final/ \\
                        --split-file cross-subject.txt --out data/pku1
   prepare_data.py nucla all_sqe/ --out data/nucla [--map-to-ntu]
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="arrays: cap T_max; longer sequences are resampled to it (default: the longest)",
     )
-    g.add_argument("--class-names", help="file with one class name per line (npz, pku)")
+    g.add_argument("--class-names", help="file with one class name per line (npz, pyskl, pku)")
     return p
 
 
@@ -107,6 +108,12 @@ def _npz(args: argparse.Namespace, common: dict[str, Any]) -> ConversionResult:
     from stars.data.formats.npz import convert_npz
 
     return convert_npz(args.source, args.out, class_names=_class_names(args), **common)
+
+
+def _pyskl(args: argparse.Namespace, common: dict[str, Any]) -> ConversionResult:
+    from stars.data.formats.pyskl import convert_pyskl
+
+    return convert_pyskl(args.source, args.out, class_names=_class_names(args), **common)
 
 
 def _pku(args: argparse.Namespace, common: dict[str, Any]) -> ConversionResult:
@@ -160,6 +167,7 @@ CONVERTERS: dict[str, Callable[[argparse.Namespace, dict[str, Any]], Any]] = {
     "synthetic": _synthetic,
     "ntu": _ntu,
     "npz": _npz,
+    "pyskl": _pyskl,
     "pku": _pku,
     "nucla": _nucla,
     "arrays": _arrays,
