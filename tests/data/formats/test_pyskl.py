@@ -152,7 +152,7 @@ def test_bad_annotations_are_reported_not_lost(tmp_path):
     zero = _annotation("S001C003P001R001A001", 0, 30, 0, rng)
     wrong = dict(good[0], frame_dir="S001C001P002R001A001", keypoint=np.zeros((2, 30, 17, 3)))
     src = tmp_path / "mixed.pkl"
-    write_annotation_file(src, good + [nan, zero, wrong, good[0]], {"xsub_train": []})
+    write_annotation_file(src, [*good, nan, zero, wrong, good[0]], {"xsub_train": []})
     result = convert_pyskl(src, tmp_path / "out", progress=False)
     reasons = {r["file"]: r["reason"] for r in result.report["rejected"]}
     assert result.report["written"] == 3 and result.report["seen"] == 7
