@@ -276,6 +276,48 @@ class Layered(Generic[T]):
         )
 
 
+# Every job's file uses these top-level sections (each job reads the ones it has): one layout.
+FILE_SECTIONS = ("stage1", "stage2", "eval", "tracking", "sweep")
+
+
+def own_section(cls: type, section: str) -> type | None:
+    """The dataclass of ``cls``'s field named ``section`` (``Stage1JobConfig.stage1``), whose
+    keys a file section or an override may give without repeating the name."""
+    if not section or not dataclasses.is_dataclass(cls):
+        return None
+    tp = _hints(cls).get(section)
+    return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
+
+
+def lift_own_keys(cls: type, section: str, tree: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``tree`` (one section of a job file) with the section's own keys moved under it:
+    in the ``stage1`` section of a stage-1 job, ``epochs: 3`` means ``stage1: {epochs: 3}``.
+    Both forms of one key in the same tree are refused."""
+    sub = own_section(cls, section)
+    if sub is None:
+        return dict(tree)
+    top = {f.name for f in dataclasses.fields(cls)}
+    own = {f.name for f in dataclasses.fields(sub)}
+    out: dict[str, Any] = {}
+    lifted: dict[str, Any] = {}
+    for key, value in tree.items():
+        if key not in top and key in own:
+            lifted[key] = value
+        else:
+            out[key] = value
+    if lifted:
+        nested = out.get(section)
+        nested = dict(nested) if isinstance(nested, Mapping) else {}
+        both = sorted(set(nested) & set(lifted))
+        if both:
+            raise ConfigError(
+                f"{where}: '{both[0]}' given twice ({section}.{both[0]} and "
+                f"{section}.{section}.{both[0]}); keep one"
+            )
+        out[section] = {**nested, **lifted}
+    return out
+
+
 def load_layers(
     cls: type[T],
     preset: Mapping[str, Any] | None = None,
@@ -284,6 +326,7 @@ def load_layers(
     flags: Mapping[str, Any] | None = None,
     *,
     section: str = "",
+    whole_if_flat: bool = False,
 ) -> Layered[T]:
     """Resolve a config with one precedence rule: defaults < ``preset`` < the YAML file at
     ``path`` (its ``section`` when given) < ``overrides`` (``key.sub=value``) < ``flags``
@@ -294,23 +337,67 @@ def load_layers(
     if path is not None:
         loaded = _read_yaml(Path(path))
         if section:
-            loaded = loaded.get(section) or {}
+            if not set(loaded) <= set(FILE_SECTIONS):
+                # A file of one job's keys (a sweep's best stage-2 config, say): it is the
+                # section of the job that reads it whole, and no other section's.
+                loaded = loaded if whole_if_flat else {}
+            else:
+                loaded = loaded.get(section) or {}
             if not isinstance(loaded, Mapping):
                 raise ConfigError(f"{path}: section '{section}' must be a mapping")
         where = f"{path}" + (f" (section {section})" if section else "")
+        loaded = lift_own_keys(cls, section, loaded, where)
         try:
             from_dict(cls, loaded)  # unknown keys / wrong types are named with the file
         except ConfigError as err:
             raise ConfigError(f"{where}: {err}") from None
         tree = _deep_merge(tree, loaded)
         explicit |= _leaf_keys(loaded)
-    items = [parse_override(text) for text in overrides]
+    items = [_lift_path(cls, section, *parse_override(text)) for text in overrides]
     items += [(key.split("."), value) for key, value in (flags or {}).items()]
     for keys, value in items:
         _check_override_path(cls, keys)
         _set_path(tree, keys, value)
         explicit.add(".".join(keys))
     return Layered(from_dict(cls, tree), frozenset(explicit))
+
+
+def _lift_path(cls: type, section: str, keys: list[str], value: Any) -> tuple[list[str], Any]:
+    """An override's key path with the section's own keys lifted (``epochs`` ->
+    ``stage1.epochs`` in a stage-1 job), as :func:`lift_own_keys` does for files."""
+    sub = own_section(cls, section)
+    if sub is not None and keys:
+        top = {f.name for f in dataclasses.fields(cls)}
+        if keys[0] not in top and keys[0] in {f.name for f in dataclasses.fields(sub)}:
+            return [section, *keys], value
+    return keys, value
+
+
+def route_overrides(
+    overrides: Iterable[str], sections: Iterable[str], default: str
+) -> dict[str, list[str]]:
+    """``--set`` values by the file section they belong to, one spelling in every job: a key
+    whose first part names a section (``stage2.layer_decay=0.4``, ``eval.knn_k=1``,
+    ``stage1.model.dim=64``) goes to that section, its name removed; any other key goes to
+    ``default`` (the job's own stage)."""
+    names = list(sections)
+    routed: dict[str, list[str]] = {name: [] for name in names}
+    for text in overrides:
+        key, sep, value = text.partition("=")
+        head, dot, rest = key.strip().partition(".")
+        if sep and dot and head in names and rest:
+            routed[head].append(f"{rest}={value}")
+        else:
+            routed[default].append(text)
+    return routed
+
+
+def apply_dotted(tree: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the nested dict ``tree`` with each dotted key of ``values`` set."""
+    out = copy.deepcopy(dict(tree))
+    for key, value in values.items():
+        _set_path(out, key.split("."), copy.deepcopy(value))
+    return out
 
 
 def read_sections(path: str | Path, sections: Iterable[str]) -> None:

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from stars.data.prepare import write_synthetic
@@ -284,3 +285,67 @@ def shared_data() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return root
+
+
+# -- pyskl / MMAction2 annotation files in the published layout -------------------------------
+def _pyskl_annotation(
+    name: str, label: int, frames: int, bodies: int, rng, channels: int = 3
+) -> dict:
+    kp = np.zeros((2, frames, 25, channels), np.float32)
+    kp[:bodies] = rng.normal(size=(bodies, frames, 25, channels)).astype(np.float32)
+    ann = {
+        "frame_dir": name,
+        "label": label,
+        "keypoint": kp,
+        "total_frames": frames,
+        "img_shape": (1080, 1920),
+        "original_shape": (1080, 1920),
+    }
+    if channels == 2:
+        ann["keypoint_score"] = np.ones((2, frames, 25), np.float32)
+    return ann
+
+
+def _pyskl_ntu_file(path: Path, variant: str, channels: int = 3, per_action: int = 1):
+    """A pyskl-layout file: NTU names over performers/cameras/setups, the file's own split
+    lists (``*_val``) made by the field's rules."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    actions = range(1, 61) if variant == "ntu60" else range(1, 121)
+    anns, split = [], {}
+    for a in actions:
+        for k in range(per_action):
+            setup = 1 + (a + k) % (17 if variant == "ntu60" else 32)
+            if variant == "ntu120" and a <= 60:
+                setup = 1 + (a + k) % 17
+            performer, camera = 1 + (a * 3 + k) % 40, 1 + (a + k) % 3
+            name = f"S{setup:03d}C{camera:03d}P{performer:03d}R001A{a:03d}"
+            anns.append(_pyskl_annotation(name, a - 1, 20 + a % 7, 1 + a % 2, rng, channels))
+            from stars.data.formats.ntu import NTU60_XSUB_TRAIN, NTU120_XSUB_TRAIN
+
+            xsub = NTU60_XSUB_TRAIN if variant == "ntu60" else NTU120_XSUB_TRAIN
+            split.setdefault("xsub_train" if performer in xsub else "xsub_val", []).append(name)
+            if variant == "ntu60":
+                split.setdefault("xview_train" if camera in (2, 3) else "xview_val", []).append(
+                    name
+                )
+            else:
+                split.setdefault("xset_train" if setup % 2 == 0 else "xset_val", []).append(name)
+    from stars.data.formats.pyskl import write_annotation_file
+
+    write_annotation_file(path, anns, split)
+    return anns, split
+
+
+@pytest.fixture(scope="session")
+def pyskl_annotation():
+    """``make(name, label, frames, bodies, rng, channels=3)``: one pyskl annotation dict."""
+    return _pyskl_annotation
+
+
+@pytest.fixture(scope="session")
+def pyskl_ntu_file():
+    """``write(path, variant, channels=3, per_action=1) -> (annotations, split)``: an NTU-60
+    or NTU-120 file in the pyskl layout, its split lists made by the field's rules."""
+    return _pyskl_ntu_file

@@ -17,7 +17,7 @@ LAYERS = [
     {"config", "skeleton", "location"},
     {"storage"},
     {"paths"},
-    {"presets"},
+    {"presets", "recipes"},
     {"data", "model", "metrics"},
     {"plots"},
     {"tracking"},

@@ -67,6 +67,22 @@ def add_overrides_argument(
     )
 
 
+def routed_overrides(
+    args: argparse.Namespace, sections: dict[str, str], default: str
+) -> dict[str, list[str]]:
+    """Every job's ``--set SECTION.KEY=VALUE`` values by section (see
+    :func:`stars.config.route_overrides`), followed by the per-section aliases the job also
+    accepts (``sections`` maps a section to its alias's ``args`` attribute, e.g.
+    ``{"eval": "eval_set"}``; '' for none)."""
+    from stars.config import route_overrides
+
+    routed = route_overrides(args.overrides, sections, default)
+    for section, attr in sections.items():
+        if attr:
+            routed[section] += list(getattr(args, attr, None) or [])
+    return routed
+
+
 def add_config_args(parser: argparse.ArgumentParser, config_help: str) -> None:
     """``--preset``, ``--config`` and ``--set``: defaults < preset < file < --set < flags."""
     parser.add_argument(
@@ -76,7 +92,73 @@ def add_config_args(parser: argparse.ArgumentParser, config_help: str) -> None:
         help=f"named sizes and schedules (default: {DEFAULT_PRESET}, the CPU demo)",
     )
     parser.add_argument("--config", help=config_help)
-    add_overrides_argument(parser)
+    add_overrides_argument(
+        parser,
+        help="config override SECTION.KEY=VALUE as in the --config file (stage1.epochs=3, "
+        "stage2.layer_decay=0.4, eval.fewshot_episodes=5); a key without a section is the "
+        "job's own stage's; repeatable",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (the YAML the job would log) and exit",
+    )
+    parser.add_argument("--version", action="version", version=version_line())
+
+
+def sections_text(prog: str, **sections: Any) -> str:
+    """Resolved configs as a ``--config`` file (one section each), for ``--print-config``."""
+    import yaml
+
+    from stars.config import to_dict
+
+    tree = {name: to_dict(cfg) for name, cfg in sections.items() if cfg is not None}
+    head = f"# resolved by {prog} --print-config; usable as --config\n"
+    return head + yaml.safe_dump(tree, sort_keys=False)
+
+
+def version_line() -> str:
+    """``stars X.Y.Z (torch ..., ray ...)`` without importing torch or ray."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"stars {of('stars')} (torch {of('torch')}, ray {of('ray')}, mlflow {of('mlflow')})"
+
+
+STAGE1_HELP = (
+    "the stage-1 source: an MLflow run id (a stage-1 run), a checkpoint file, checkpoint "
+    "directory or run directory of ours, a URI of one, or a published MAMP / STARS file"
+)
+
+
+def add_stage1_arg(
+    parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup,
+    aliases: tuple[str, ...] = (),
+    help: str = STAGE1_HELP,
+    **kwargs: Any,
+) -> None:
+    """``--stage1 SOURCE``: the one spelling of a stage-1 source in every job (the older
+    flags of that job stay as aliases)."""
+    parser.add_argument("--stage1", *aliases, dest="stage1", metavar="SOURCE", help=help, **kwargs)
+
+
+def is_run_id(text: str) -> bool:
+    """An MLflow run id (32 hex digits) that is not also the name of a file here."""
+    import re
+
+    return bool(re.fullmatch(r"[0-9a-f]{32}", text)) and not os.path.exists(text)
+
+
+def stage1_source(tracker: Any, text: str) -> Any:
+    """The :class:`stars.workflow.stages.Source` that ``--stage1 text`` names."""
+    from stars.workflow.stages import source_from_checkpoint, source_from_run
+
+    return source_from_run(tracker, text) if is_run_id(text) else source_from_checkpoint(text)
 
 
 def add_seed_args(parser: argparse.ArgumentParser, what: str) -> None:

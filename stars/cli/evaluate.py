@@ -14,6 +14,7 @@ from stars.cli.common import (
     init_ray,
     protocol_list,
     reported,
+    sections_text,
     table,
 )
 from stars.config import load_layers
@@ -81,7 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.seed is not None:
             flags["eval.seed"] = args.seed
         layered = load_layers(
-            EvalJobConfig, job_preset(args.preset, "eval"), args.config, args.overrides, flags
+            EvalJobConfig,
+            job_preset(args.preset, "eval"),
+            args.config,
+            args.overrides,
+            flags,
+            section="eval",
+            whole_if_flat=True,
         )
         data = resolve_data(layered.config.data)
         seeds = parse_seeds(args.seeds, layered.config.eval.seed) if args.seeds else []
@@ -89,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = eval_checkpoint(args, data, first)
         encoder = None if raw else encoder_state(read(checkpoint), checkpoint)[0]
         cfg = resolve_eval(layered, data, encoder, checkpoint)
+        if args.print_config:
+            print(sections_text(prog, eval=cfg), end="")
+            return 0
         # Beside the checkpoint by default: its run's directory, or that URI's local mirror
         # (copied to the URI afterwards).
         kept = args.out or storage.join(storage.parent(checkpoint), "eval")

@@ -7,21 +7,26 @@ from pathlib import Path
 
 from stars.cli.common import (
     DATA_HELP,
+    STAGE1_HELP,
     add_config_args,
     add_overrides_argument,
     add_seed_args,
+    add_stage1_arg,
     add_tracking_args,
     add_verbose_arg,
     init_ray,
     interruption,
     protocol_list,
     reported,
+    routed_overrides,
     run_name,
+    stage1_source,
     tracking_flags,
 )
-from stars.config import load_layers, read_sections
+from stars.config import ConfigError, load_layers, read_sections
 from stars.eval.config import EvalConfig
-from stars.presets import job_preset
+from stars.presets import DEFAULT_PRESET, job_preset
+from stars.recipes import RECIPES, get_recipe
 from stars.tracking.config import TrackingConfig
 from stars.train.config import Stage1JobConfig, Stage2JobConfig
 from stars.workflow.config import SECTIONS, MainConfig
@@ -38,11 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
         parser, "YAML file with sections stage1, stage2, eval, tracking (each optional)"
     )
     parser.add_argument("--data", help=DATA_HELP)
+    parser.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        help="a published row: the paper preset, the released per-dataset values and the "
+        "dataset protocol; needs --data (README: Reproducing the paper)",
+    )
     parser.add_argument("--name", help="Ray run name prefix (default: generated); re-use resumes")
     parser.add_argument(
         "--stage1-only", action="store_true", help="pre-train and evaluate, no stage 2"
     )
-    parser.add_argument("--from-run", default="", help="tune the stage-1 MLflow run RUN_ID")
+    add_stage1_arg(
+        parser,
+        ("--from-run",),
+        default="",
+        help="skip stage 1 and tune this stage-1 source instead (" + STAGE1_HELP[15:] + ")",
+    )
     add_seed_args(parser, "the whole lineage (control, stage 1, evaluation, stage 2, evaluation)")
     parser.add_argument(
         "--protocols",
@@ -58,26 +74,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def recipe_base(args: argparse.Namespace) -> dict[str, dict]:
+    """Each section's base: the preset's (the recipe's preset with ``--recipe``), with the
+    recipe's values over it; the data protocol is the recipe's."""
+    from stars.config import apply_dotted
+
+    recipe = get_recipe(args.recipe) if args.recipe else None
+    if recipe is not None:
+        if not args.data:
+            raise ConfigError(
+                f"--recipe {recipe.name} needs --data DIR: a dataset imported with "
+                f"{recipe.prepare}"
+            )
+        if args.preset != DEFAULT_PRESET and args.preset != recipe.preset:
+            raise ConfigError(
+                f"--recipe {recipe.name} uses the {recipe.preset} preset; drop --preset "
+                f"{args.preset} (override single values with --set)"
+            )
+        args.preset = recipe.preset
+    base = {
+        "stage1": job_preset(args.preset, "stage1"),
+        "stage2": job_preset(args.preset, "stage2"),
+        "eval": job_preset(args.preset, "eval")["eval"],
+    }
+    if recipe is not None:
+        protocol = {"data.protocol": recipe.protocol}
+        base["stage1"] = apply_dotted(base["stage1"], {**recipe.stage1, **protocol})
+        base["stage2"] = apply_dotted(base["stage2"], {**recipe.stage2, **protocol})
+        base["eval"] = apply_dotted(base["eval"], {**recipe.eval, "protocol": recipe.protocol})
+    return base
+
+
 def load_layered(args: argparse.Namespace):
     """The four sections, layered: preset < file section < --set/--stage2-set/--eval-set <
     flags."""
     if args.config:
         read_sections(args.config, SECTIONS)
+    sets = routed_overrides(
+        args, {"stage1": "", "stage2": "stage2_set", "eval": "eval_set", "tracking": ""}, "stage1"
+    )
     flags = {"data.path": args.data} if args.data else {}
     seed = {"seed": args.seed} if args.seed is not None else {}
+    base = recipe_base(args)
     stage1 = load_layers(
         Stage1JobConfig,
-        job_preset(args.preset, "stage1"),
+        base["stage1"],
         args.config,
-        args.overrides,
+        sets["stage1"],
         {**flags, **seed},
         section="stage1",
     )
     stage2 = load_layers(
         Stage2JobConfig,
-        job_preset(args.preset, "stage2"),
+        base["stage2"],
         args.config,
-        args.stage2_set,
+        sets["stage2"],
         seed,
         section="stage2",
     )
@@ -85,14 +136,19 @@ def load_layered(args: argparse.Namespace):
     eval_flags.update(seed)
     evaluation = load_layers(
         EvalConfig,
-        job_preset(args.preset, "eval")["eval"],
+        base["eval"],
         args.config,
-        args.eval_set,
+        sets["eval"],
         eval_flags,
         section="eval",
     )
     tracking = load_layers(
-        TrackingConfig, {}, args.config, (), tracking_flags(args), section="tracking"
+        TrackingConfig,
+        {},
+        args.config,
+        sets["tracking"],
+        tracking_flags(args),
+        section="tracking",
     )
     return stage1, stage2, evaluation, tracking.config
 
@@ -106,23 +162,30 @@ def main(argv: list[str] | None = None) -> int:
     from stars.workflow.config import resolve_main
     from stars.workflow.main_job import format_summary
     from stars.workflow.repeats import parse_seeds
-    from stars.workflow.stages import source_from_run
     from stars.workflow.tracker import Tracker
 
     name = args.name or run_name("stars")
     with interruption(prog, name), reported(prog):
         stage1, stage2, evaluation, tracking = load_layered(args)
+        if args.print_config and not args.stage1:
+            data = resolve_data(stage1.config.data)
+            if args.recipe:
+                check_recipe_data(args.recipe, data)
+            print(config_text(resolve_main(stage1, stage2, evaluation, tracking, data)), end="")
+            return 0
         seeds = parse_seeds(args.seeds, stage1.config.seed) if args.seeds else []
         log_file, log_kept = storage_log(stage1.config.scale.storage_path, name)
         with job_console(prog, log_file, args.verbose, publish_to=log_kept):
             data = resolve_data(stage1.config.data)  # a bad --data fails here, before Ray
+            if args.recipe:
+                check_recipe_data(args.recipe, data)
             split = pretrain_split(data, stage1.config.data.protocol)
             tracker = Tracker(tracking, data, split, args.preset)
             print(data_line(data, split))
             print(results_line(stage1.config.scale.storage_path, name, tracker))
             source, encoder = None, None
-            if args.from_run:
-                source = source_from_run(tracker, args.from_run)
+            if args.stage1:
+                source = stage1_source(tracker, args.stage1)
                 encoder = encoder_state(read(source.checkpoint), source.checkpoint)[0]
             cfg: MainConfig = resolve_main(
                 stage1,
@@ -133,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
                 encoder,
                 source.checkpoint if source else "",
             )
+            if args.print_config:
+                print(config_text(cfg), end="")
+                return 0
             init_ray(args.verbose)
             if len(seeds) > 1:
                 return finish_group(args, cfg, data, name, seeds, source, tracker)
@@ -143,10 +209,62 @@ def main(argv: list[str] | None = None) -> int:
             outcomes = run_one(args, cfg, data, name, source, tracker)
     print()
     print(format_summary(outcomes, cfg.eval.bootstrap_resamples, cfg.eval.seed))
+    if args.recipe:
+        print()
+        print(paper_table(args.recipe, {o.stage: o.metrics for o in outcomes}))
     if tracker.enabled:
         print()
         print(mlflow_hint(tracker, [o.run_id for o in outcomes if o.run_id], outcomes))
     return 0
+
+
+def check_recipe_data(name: str, data) -> None:
+    from stars.recipes import check_dataset
+
+    manifest = data.manifest
+    check_dataset(
+        get_recipe(name),
+        data.num_classes,
+        sorted(manifest.get("protocols") or {}),
+        bool(manifest.get("fewshot")),
+    )
+
+
+def paper_table(name: str, measured: dict[str, dict[str, float]], over: str = "samples") -> str:
+    """The recipe's published numbers beside this run's (README: Reproducing the paper)."""
+    from stars.recipes import paper_rows
+    from stars.workflow.group import format_table
+
+    recipe = get_recipe(name)
+    if not recipe.results:
+        return f"recipe {name}: no published number to compare with in this repository"
+    what = "test samples" if over == "samples" else "seeds"
+    head = (
+        f"recipe {name} ({recipe.description}): the paper's numbers beside these "
+        f"(intervals over {what}; the paper reports one run)"
+    )
+    return head + "\n" + format_table(paper_rows(recipe, measured))
+
+
+def config_text(cfg) -> str:
+    """The resolved config as a ``--config`` file of this job (what ``--print-config`` shows);
+    each stage's section is the config its runs log as ``config.yaml``."""
+    import yaml
+
+    from stars.config import to_dict
+
+    tree = to_dict(cfg)
+    first, second = tree["stage1"], tree["stage2"]
+    # Stage 2 takes stage 1's data, scale and seed unless its section says otherwise: show
+    # only where it differs, so the file reads as the job is set up (and loads back as is).
+    for section in ("data", "scale"):
+        second[section] = {k: v for k, v in second[section].items() if first[section].get(k) != v}
+        if not second[section]:
+            del second[section]
+    if second.get("seed") == first.get("seed"):
+        del second["seed"]
+    head = "# resolved by pretrain.py --print-config; usable as --config\n"
+    return head + yaml.safe_dump(tree, sort_keys=False)
 
 
 def run_one(args, cfg, data, name, source, tracker):
@@ -183,15 +301,22 @@ def finish_group(args, cfg, data, name, seeds, source, tracker) -> int:
         tracker=tracker,
         progress=True,
     )
-    return report_group(tracker, group)
+    return report_group(tracker, group, args)
 
 
-def report_group(tracker, group) -> int:
+def report_group(tracker, group, args=None) -> int:
     """A group's summary over seeds and its links; exit status 1 when a seed failed."""
     from stars.workflow.group_run import format_group_summary
 
     print()
     print(format_group_summary(group.metrics, group.lineages))
+    if args is not None and args.recipe:
+        measured: dict[str, dict[str, float]] = {}
+        for key, value in group.metrics.items():
+            stage, _, metric = key.partition("/")
+            measured.setdefault(stage, {})[metric] = value
+        print()
+        print(paper_table(args.recipe, measured, over="seeds"))
     if tracker.enabled:
         print()
         print(group_hint(tracker, group.run_id))

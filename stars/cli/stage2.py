@@ -10,13 +10,17 @@ from stars.cli.common import (
     add_config_args,
     add_overrides_argument,
     add_seed_args,
+    add_stage1_arg,
     add_tracking_args,
     add_verbose_arg,
     init_ray,
     interruption,
     protocol_list,
     reported,
+    routed_overrides,
     run_name,
+    sections_text,
+    stage1_source,
     table,
     tracking_flags,
 )
@@ -33,14 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="STARS stage 2: contrastive tuning of a stage-1 encoder on Ray, tracked in "
         "MLflow as a descendant of its stage-1 run. Settings: preset < --config < --set < flags.",
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--from",
-        dest="source",
-        help="stage-1 checkpoint: file, checkpoint dir or run dir (ours), or a published "
-        "MAMP / STARS file",
-    )
-    source.add_argument("--from-run", help="the stage-1 MLflow run RUN_ID")
+    add_stage1_arg(parser, ("--from", "--from-run"), required=True)
     add_config_args(parser, "YAML file of stage-2 job keys (e.g. a sweep's best config)")
     parser.add_argument("--data", help=DATA_HELP)
     parser.add_argument("--name", help="Ray run name (default: generated); re-use resumes")
@@ -66,28 +63,39 @@ def main(argv: list[str] | None = None) -> int:
     from stars.train.resolve import resolve_stage2
     from stars.workflow.config import evaluation_seeded
     from stars.workflow.repeats import parse_seeds
-    from stars.workflow.stages import source_from_checkpoint, source_from_run
     from stars.workflow.tracker import Tracker
 
     name = args.name or run_name("stage2")
     with interruption(prog, name), reported(prog):
         flags = {"data.path": args.data} if args.data else {}
         seed = {"seed": args.seed} if args.seed is not None else {}
+        sets = routed_overrides(args, {"stage2": "", "eval": "eval_set", "tracking": ""}, "stage2")
         layered = load_layers(
             Stage2JobConfig,
             job_preset(args.preset, "stage2"),
             args.config,
-            args.overrides,
+            sets["stage2"],
             {**flags, **seed},
+            section="stage2",
+            whole_if_flat=True,
         )
+        eval_flags = {"protocols": protocol_list(args.protocols)} if args.protocols else {}
         evaluation = load_layers(
             EvalConfig,
-            job_preset(args.preset, "eval")["eval"],
-            None,
-            args.eval_set,
-            {"protocols": protocol_list(args.protocols), **seed},
+            {"protocols": [], **job_preset(args.preset, "eval")["eval"]},
+            args.config,
+            sets["eval"],
+            {**eval_flags, **seed},
+            section="eval",
         )
-        tracking = load_layers(TrackingConfig, {}, None, (), tracking_flags(args)).config
+        tracking = load_layers(
+            TrackingConfig,
+            {},
+            args.config,
+            sets["tracking"],
+            tracking_flags(args),
+            section="tracking",
+        ).config
         seeds = parse_seeds(args.seeds, layered.config.seed) if args.seeds else []
         log_file, log_kept = storage_log(layered.config.scale.storage_path, name)
         with job_console(prog, log_file, args.verbose, publish_to=log_kept):
@@ -95,14 +103,13 @@ def main(argv: list[str] | None = None) -> int:
             tracker = Tracker(
                 tracking, data, pretrain_split(data, layered.config.data.protocol), args.preset
             )
-            source = (
-                source_from_run(tracker, args.from_run)
-                if args.from_run
-                else source_from_checkpoint(args.source)
-            )
+            source = stage1_source(tracker, args.stage1)
             encoder = encoder_state(read(source.checkpoint), source.checkpoint)[0]
             cfg = resolve_stage2(layered, data, encoder, source.checkpoint)
             evaluation = evaluation_seeded(evaluation, cfg.seed)
+            if args.print_config:
+                print(sections_text(prog, stage2=cfg, eval=evaluation, tracking=tracking), end="")
+                return 0
             init_ray(args.verbose)
             if len(seeds) > 1:
                 return tune_group(args, cfg, evaluation, data, name, seeds, source, tracker)

@@ -9,12 +9,15 @@ from stars.cli.common import (
     DATA_HELP,
     add_config_args,
     add_overrides_argument,
+    add_stage1_arg,
     add_tracking_args,
     add_verbose_arg,
     init_ray,
     interruption,
     reported,
+    routed_overrides,
     run_name,
+    sections_text,
     tracking_flags,
 )
 from stars.config import load_layers, read_sections
@@ -34,14 +37,20 @@ def build_parser() -> argparse.ArgumentParser:
         "The objective is measured on validation data, never on the test split.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--stage1-runs", help="stage-1 MLflow run ids, comma-separated")
-    source.add_argument("--stage1-checkpoint", help="a stage-1 checkpoint (ours or published)")
+    add_stage1_arg(
+        source,
+        ("--stage1-runs", "--stage1-checkpoint"),
+        help="the stage-1 sources: MLflow run ids (comma-separated) or one checkpoint (file, "
+        "directory, URI or published MAMP / STARS file)",
+    )
     source.add_argument(
         "--stage1-space",
         help="a stage-1 search space: one stage-1 run per point (masking temperature, ratio)",
     )
     parser.add_argument(
-        "--space", default="search_spaces/stage2.yaml", help="the stage-2 search space file"
+        "--space",
+        help="the stage-2 search space file (default: the preset's, search_spaces/"
+        "{tiny,small,stage2}.yaml; a relative path not found here is the repository's)",
     )
     add_config_args(parser, "YAML file with sections sweep, stage1, stage2, eval, tracking")
     parser.add_argument("--num-samples", type=int, help="trials per stage-1 source")
@@ -84,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from stars.data.source import resolve_data
     from stars.storage import check_writable, join, local_dir
     from stars.sweep.runner import SweepRequest, check_sweep, run_sweep, sweep_storage
-    from stars.sweep.space import load_space
+    from stars.sweep.space import load_space, space_path
 
     name = args.name or run_name("sweep")
     kept = "its MLflow runs ended KILLED; finished trials are kept and are not run again"
@@ -93,6 +102,17 @@ def main(argv: list[str] | None = None) -> int:
             raise StarsError("--resume needs the --name of the sweep to continue")
         if args.config:
             read_sections(args.config, SECTIONS)
+        sets = routed_overrides(
+            args,
+            {
+                "sweep": "sweep_set",
+                "stage1": "stage1_set",
+                "stage2": "",
+                "eval": "eval_set",
+                "tracking": "",
+            },
+            "stage2",
+        )
         flags = {"data.path": args.data} if args.data else {}
         sweep_flags = {
             key: value
@@ -107,14 +127,14 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None
         }
         sweep = load_layers(
-            SweepConfig, {}, args.config, args.sweep_set, sweep_flags, section="sweep"
+            SweepConfig, {}, args.config, sets["sweep"], sweep_flags, section="sweep"
         ).config
         seed = {"seed": args.seed} if args.seed is not None else {}
         stage2 = load_layers(
             Stage2JobConfig,
             job_preset(args.preset, "stage2"),
             args.config,
-            args.overrides,
+            sets["stage2"],
             {**flags, **seed},
             section="stage2",
         )
@@ -122,29 +142,51 @@ def main(argv: list[str] | None = None) -> int:
             Stage1JobConfig,
             job_preset(args.preset, "stage1"),
             args.config,
-            args.stage1_set,
+            sets["stage1"],
             {**flags, **seed},
             section="stage1",
         )
         eval_tree = job_preset(args.preset, "eval")["eval"]
         eval_tree["protocols"] = ["knn", "fewshot"]  # what a trial needs; --eval-set adds more
         evaluation = load_layers(
-            EvalConfig, eval_tree, args.config, args.eval_set, section="eval"
+            EvalConfig, eval_tree, args.config, sets["eval"], section="eval"
         ).config
         tracking = load_layers(
-            TrackingConfig, {}, args.config, (), tracking_flags(args), section="tracking"
+            TrackingConfig,
+            {},
+            args.config,
+            sets["tracking"],
+            tracking_flags(args),
+            section="tracking",
         ).config
+        runs, checkpoint = split_sources(args.stage1 or "")
+        if args.print_config:
+            two_level = stage1.config if args.stage1_space else None
+            text = sections_text(
+                prog,
+                sweep=sweep,
+                stage1=two_level,
+                stage2=stage2.config,
+                eval=evaluation,
+                tracking=tracking,
+            )
+            print(text, end="")
+            return 0
         request = SweepRequest(
             name=name,
             sweep=sweep,
-            space=load_space(args.space, job="stage2"),
+            space=load_space(space_path(args.space, args.preset), job="stage2"),
             stage2=stage2,
             evaluation=evaluation,
             tracking=tracking,
             stage1=stage1,
-            stage1_space=load_space(args.stage1_space, job="stage1") if args.stage1_space else None,
-            stage1_runs=[r for r in (args.stage1_runs or "").split(",") if r],
-            stage1_checkpoint=args.stage1_checkpoint or "",
+            stage1_space=(
+                load_space(space_path(args.stage1_space, args.preset), job="stage1")
+                if args.stage1_space
+                else None
+            ),
+            stage1_runs=runs,
+            stage1_checkpoint=checkpoint,
             preset=args.preset,
             resume=args.resume,
         )
@@ -170,6 +212,20 @@ def main(argv: list[str] | None = None) -> int:
     results_csv = kept_copy(outcome.artifacts["results_csv"], results)
     print(f"sweep MLflow run: {outcome.run_id}; results: {results_csv}")
     return 0
+
+
+def split_sources(text: str) -> tuple[list[str], str]:
+    """``--stage1`` of a sweep: (run ids, '') or ([], one checkpoint)."""
+    from stars.cli.common import is_run_id
+
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if all(is_run_id(t) for t in items):
+        return items, ""
+    if len(items) == 1:
+        return [], items[0]
+    raise StarsError(
+        f"--stage1 takes MLflow run ids (comma-separated) or a single checkpoint, not a mix: {text}"
+    )
 
 
 def kept_copy(local: str, kept_dir: str) -> str:

@@ -175,8 +175,8 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
 def write_best_config(
     best: dict[str, Any], keys: list[str], base: dict[str, Any], objective: str, path: Path
 ) -> Path:
-    """The best trial's values over the sweep's base settings, as a stage-2 job file for
-    ``jobs/tune_stage2.py --config``."""
+    """The best trial's values over the sweep's base settings, as a job file whose
+    ``stage2`` section every job's ``--config`` reads."""
     tree: dict[str, Any] = yaml.safe_load(yaml.safe_dump(base)) or {}
     for key in keys:
         node = tree
@@ -188,10 +188,11 @@ def write_best_config(
     header = (
         f"# Best trial {best['trial']} of the sweep: {objective} = "
         f"{with_interval(best, objective)} (± 95 % interval)\n"
-        f"# (stage-1 source: {best['stage1_run']}). Use with:\n"
-        "#   python jobs/tune_stage2.py --from-run RUN_ID --config THIS_FILE\n"
+        f"# (stage-1 source: {best['stage1_run']}). Its stage2 section is read by every job:\n"
+        "#   python jobs/tune_stage2.py --stage1 RUN_ID --config THIS_FILE\n"
+        "#   python jobs/pretrain.py --config THIS_FILE\n"
     )
-    path.write_text(header + yaml.safe_dump(tree, sort_keys=False))
+    path.write_text(header + yaml.safe_dump({"stage2": tree}, sort_keys=False))
     return path
 
 

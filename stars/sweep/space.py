@@ -156,6 +156,30 @@ def parse_dist(spec: Any, key_type: Any, where: str) -> Dist:
     return Dist(kind, (float(low), float(high)))
 
 
+# The repository's search spaces: found from the package, whatever the current directory.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SPACES_DIR = REPO_ROOT / "search_spaces"
+# The stage-2 space each preset's sweep searches by default (sizes of that preset).
+PRESET_SPACES = {
+    "tiny": "tiny.yaml",
+    "small": "small.yaml",
+    "paper": "stage2.yaml",
+    "paper_dec3": "stage2.yaml",
+}
+
+
+def space_path(text: str | None, preset: str) -> Path:
+    """The search-space file ``--space text`` names, or the preset's default one. A relative
+    path is the current directory's when it exists there, else the repository's
+    (``search_spaces/tiny.yaml`` works from any directory)."""
+    if not text:
+        return SPACES_DIR / PRESET_SPACES.get(preset, "stage2.yaml")
+    path = Path(text).expanduser()
+    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
+        return REPO_ROOT / path
+    return path
+
+
 def load_space(path: str | Path, job: str | None = None) -> SearchSpace:
     """Read and validate a search-space file; ``job`` (if given) must match its ``job``."""
     path = Path(path)

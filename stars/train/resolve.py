@@ -28,7 +28,7 @@ def pin_dataset(layered: Layered[T], data: SkeletonDataset) -> Layered[T]:
     """``data.path`` as the absolute root of the dataset the job reads, and
     ``scale.storage_path`` as an absolute path (or URI) that outlives the job."""
     synthetic = sorted(k for k in layered.explicit if k.startswith("data.synthetic."))
-    if layered.was_set("data.path") and synthetic:
+    if layered.was_set("data.path") and synthetic and not _is_described(layered.config, data):
         raise ConfigError(
             f"{synthetic[0]} describes the embedded synthetic dataset, but data.path is set "
             f"({layered.config.data.path}): drop one of them"
@@ -37,6 +37,16 @@ def pin_dataset(layered: Layered[T], data: SkeletonDataset) -> Layered[T]:
     cfg = set_dotted(layered.config, "data.path", root)
     storage = check_kept("scale.storage_path", cfg.scale.storage_path, "--set scale.storage_path")
     return Layered(set_dotted(cfg, "scale.storage_path", storage), layered.explicit)
+
+
+def _is_described(cfg: Stage1JobConfig | Stage2JobConfig, data: SkeletonDataset) -> bool:
+    """Whether ``data`` is the synthetic set that ``data.synthetic`` describes (a resolved
+    config names both: ``--print-config`` output given back as ``--config``)."""
+    from pathlib import PurePath
+
+    from stars.data.prepare import synthetic_dir_name
+
+    return PurePath(str(data.absolute_root)).name == synthetic_dir_name(cfg.data.synthetic)
 
 
 def resolve_stage1(layered: Layered[Stage1JobConfig], data: SkeletonDataset) -> Stage1JobConfig:

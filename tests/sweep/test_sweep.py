@@ -90,7 +90,9 @@ def test_trials_from_one_stage1_run_are_its_tracked_descendants(store, capsys):
     assert {"results/results.csv", "results/best_stage2.yaml", "results/objective.png"} <= artifacts
     results = store["tmp"] / "runs" / "sweeps" / "four" / "results"
     assert len((results / "results.csv").read_text().strip().splitlines()) == 5
-    best_cfg = load_layers(Stage2JobConfig, None, results / "best_stage2.yaml").config
+    best_cfg = load_layers(
+        Stage2JobConfig, None, results / "best_stage2.yaml", section="stage2"
+    ).config
     best_row = sweep.data.tags["stars.best_trial"]
     winner = next(t for t in trials if t.data.tags[tr.TRIAL] == best_row)
     assert best_cfg.stage2.queue_size == int(winner.data.params["stage2.queue_size"])

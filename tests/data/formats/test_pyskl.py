@@ -4,63 +4,20 @@ import hashlib
 import json
 import os
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from stars.cli.prepare_data import main as prepare_main
 from stars.data.formats.convert import Rejected
-from stars.data.formats.ntu import NTU60_XSUB_TRAIN, NTU120_XSUB_TRAIN, NtuOptions, parse_file
+from stars.data.formats.ntu import NtuOptions, parse_file
 from stars.data.formats.pyskl import convert_pyskl, write_annotation_file
 from stars.data.shards import DataError, open_dataset
 
 
-def _annotation(name: str, label: int, frames: int, bodies: int, rng, channels: int = 3) -> dict:
-    kp = np.zeros((2, frames, 25, channels), np.float32)
-    kp[:bodies] = rng.normal(size=(bodies, frames, 25, channels)).astype(np.float32)
-    ann = {
-        "frame_dir": name,
-        "label": label,
-        "keypoint": kp,
-        "total_frames": frames,
-        "img_shape": (1080, 1920),
-        "original_shape": (1080, 1920),
-    }
-    if channels == 2:
-        ann["keypoint_score"] = np.ones((2, frames, 25), np.float32)
-    return ann
-
-
-def _ntu_file(path: Path, variant: str, channels: int = 3, per_action: int = 1):
-    """A pyskl-layout file: NTU names over performers/cameras/setups, the file's own split
-    lists (``*_val``) made by the field's rules."""
-    rng = np.random.default_rng(0)
-    actions = range(1, 61) if variant == "ntu60" else range(1, 121)
-    anns, split = [], {}
-    for a in actions:
-        for k in range(per_action):
-            setup = 1 + (a + k) % (17 if variant == "ntu60" else 32)
-            if variant == "ntu120" and a <= 60:
-                setup = 1 + (a + k) % 17
-            performer, camera = 1 + (a * 3 + k) % 40, 1 + (a + k) % 3
-            name = f"S{setup:03d}C{camera:03d}P{performer:03d}R001A{a:03d}"
-            anns.append(_annotation(name, a - 1, 20 + a % 7, 1 + a % 2, rng, channels))
-            xsub = NTU60_XSUB_TRAIN if variant == "ntu60" else NTU120_XSUB_TRAIN
-            split.setdefault("xsub_train" if performer in xsub else "xsub_val", []).append(name)
-            if variant == "ntu60":
-                split.setdefault("xview_train" if camera in (2, 3) else "xview_val", []).append(
-                    name
-                )
-            else:
-                split.setdefault("xset_train" if setup % 2 == 0 else "xset_val", []).append(name)
-    write_annotation_file(path, anns, split)
-    return anns, split
-
-
-def test_ntu60_3d_file_keeps_every_split_label_and_digest(tmp_path):
+def test_ntu60_3d_file_keeps_every_split_label_and_digest(tmp_path, pyskl_ntu_file):
     src = tmp_path / "ntu60_3danno.pkl"
-    anns, split = _ntu_file(src, "ntu60", per_action=2)
+    anns, split = pyskl_ntu_file(src, "ntu60", per_action=2)
     result = convert_pyskl(src, tmp_path / "out", progress=False)
     assert result.report["written"] == result.report["seen"] == len(anns) == 120
     ds = open_dataset(tmp_path / "out")
@@ -94,9 +51,9 @@ def test_ntu60_3d_file_keeps_every_split_label_and_digest(tmp_path):
     assert set(meta["view"].tolist()) <= {2, 3}
 
 
-def test_ntu120_file_gets_the_paper_fewshot_splits(tmp_path):
+def test_ntu120_file_gets_the_paper_fewshot_splits(tmp_path, pyskl_ntu_file):
     src = tmp_path / "ntu120_3danno.pkl"
-    _ntu_file(src, "ntu120")
+    pyskl_ntu_file(src, "ntu120")
     convert_pyskl(src, tmp_path / "out", progress=False)
     ds = open_dataset(tmp_path / "out")
     fs = ds.manifest["fewshot"]
@@ -109,9 +66,9 @@ def test_ntu120_file_gets_the_paper_fewshot_splits(tmp_path):
     assert pre.max() < 60 and novel.min() >= 60 and len(novel) == 60
 
 
-def test_2d_file_is_refused_by_name(tmp_path):
+def test_2d_file_is_refused_by_name(tmp_path, pyskl_ntu_file):
     src = tmp_path / "ntu60_hrnet.pkl"
-    _ntu_file(src, "ntu60", channels=2)
+    pyskl_ntu_file(src, "ntu60", channels=2)
     with pytest.raises(DataError, match=r"ntu60_hrnet\.pkl: 2D keypoints .*stage 1 predicts 3D"):
         convert_pyskl(src, tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "manifest.json").exists()
@@ -136,20 +93,20 @@ def test_malicious_pickle_is_refused_and_never_executed(tmp_path):
     assert not marker.exists()
 
 
-def test_truncated_file_is_a_named_error(tmp_path):
+def test_truncated_file_is_a_named_error(tmp_path, pyskl_ntu_file):
     src = tmp_path / "ntu60_3danno.pkl"
-    _ntu_file(src, "ntu60")
+    pyskl_ntu_file(src, "ntu60")
     src.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
     with pytest.raises(DataError, match=r"ntu60_3danno\.pkl: truncated pickle"):
         convert_pyskl(src, tmp_path / "out", progress=False)
 
 
-def test_bad_annotations_are_reported_not_lost(tmp_path):
+def test_bad_annotations_are_reported_not_lost(tmp_path, pyskl_annotation):
     rng = np.random.default_rng(1)
-    good = [_annotation(f"S001C001P001R001A{a:03d}", a - 1, 30, 1, rng) for a in (1, 2, 3)]
-    nan = _annotation("S001C002P001R001A001", 0, 30, 1, rng)
+    good = [pyskl_annotation(f"S001C001P001R001A{a:03d}", a - 1, 30, 1, rng) for a in (1, 2, 3)]
+    nan = pyskl_annotation("S001C002P001R001A001", 0, 30, 1, rng)
     nan["keypoint"][0, 3, 4, 1] = np.nan
-    zero = _annotation("S001C003P001R001A001", 0, 30, 0, rng)
+    zero = pyskl_annotation("S001C003P001R001A001", 0, 30, 0, rng)
     wrong = dict(good[0], frame_dir="S001C001P002R001A001", keypoint=np.zeros((2, 30, 17, 3)))
     src = tmp_path / "mixed.pkl"
     write_annotation_file(src, [*good, nan, zero, wrong, good[0]], {"xsub_train": []})
@@ -162,9 +119,9 @@ def test_bad_annotations_are_reported_not_lost(tmp_path):
     assert any("duplicate" in r for r in reasons.values())
 
 
-def test_cli_imports_a_file_and_prints_the_summary(tmp_path, capsys):
+def test_cli_imports_a_file_and_prints_the_summary(tmp_path, capsys, pyskl_ntu_file):
     src = tmp_path / "ntu60_3danno.pkl"
-    _ntu_file(src, "ntu60")
+    pyskl_ntu_file(src, "ntu60")
     assert prepare_main(["pyskl", str(src), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert "written 60" in capsys.readouterr().out
     man = json.loads((tmp_path / "out" / "manifest.json").read_text())
