@@ -113,7 +113,7 @@ PRESETS: dict[str, Preset] = {
             "linear": {"epochs": 20},
             "semi_fractions": [0.5],
             "semi_seeds": 2,
-            "fewshot_shots": [1, 2],
+            "fewshot_shots": [1, 5],  # 5-shot: the column the summary and the plots lead with
             "fewshot_episodes": 3,
             "tsne_classes": 4,
             "tsne_per_class": 10,

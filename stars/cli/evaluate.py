@@ -43,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated, from: {','.join(PROTOCOLS)} "
         f"(default: {','.join(FEATURE_PROTOCOLS)})",
     )
-    parser.add_argument("--protocol", help="the dataset's train/test pair (default: its own)")
+    parser.add_argument(
+        "--data-protocol",
+        "--protocol",
+        dest="data_protocol",
+        help="the dataset's train/test pair, e.g. xsub or xview (default: the dataset's own)",
+    )
     add_config_args(parser, "YAML file of evaluation job keys (data, eval, scale)")
     parser.add_argument("--out", help="results directory (default: eval/ beside the checkpoint)")
     add_seed_args(
@@ -75,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         flags: dict = {}
         if args.protocols is not None:
             flags["eval.protocols"] = protocol_list(args.protocols)
-        if args.protocol:
-            flags["eval.protocol"] = args.protocol
+        if args.data_protocol:
+            flags["eval.protocol"] = args.data_protocol
         if args.data:
             flags["data.path"] = args.data
         if args.seed is not None:
@@ -99,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             print(sections_text(prog, eval=cfg), end="")
             return 0
+        from stars.eval.feasibility import check_protocols
+
+        feasible = check_protocols(data, cfg.eval)
+        for line in feasible.lines():
+            print(line)
+        cfg = dataclasses.replace(cfg, eval=feasible.eval)
         # Beside the checkpoint by default: its run's directory, or that URI's local mirror
         # (copied to the URI afterwards).
         kept = args.out or storage.join(storage.parent(checkpoint), "eval")

@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.print_config:
                 print(config_text(cfg), end="")
                 return 0
+            cfg, skipped = feasible_only(cfg, data)
             init_ray(args.verbose)
             if len(seeds) > 1:
                 return finish_group(args, cfg, data, name, seeds, source, tracker)
@@ -209,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             outcomes = run_one(args, cfg, data, name, source, tracker)
     print()
     print(format_summary(outcomes, cfg.eval.bootstrap_resamples, cfg.eval.seed))
+    for line in skipped.lines("{name}: not measured ({why})"):
+        print(line)
     if args.recipe:
         print()
         print(paper_table(args.recipe, {o.stage: o.metrics for o in outcomes}))
@@ -216,6 +219,19 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(mlflow_hint(tracker, [o.run_id for o in outcomes if o.run_id], outcomes))
     return 0
+
+
+def feasible_only(cfg, data):
+    """``cfg`` without the evaluation parts ``data`` cannot run, each said in one line now
+    (before training) and again under the summary."""
+    import dataclasses
+
+    from stars.eval.feasibility import check_protocols
+
+    skipped = check_protocols(data, cfg.eval)
+    for line in skipped.lines():
+        print(line)
+    return dataclasses.replace(cfg, eval=skipped.eval), skipped
 
 
 def check_recipe_data(name: str, data) -> None:

@@ -110,6 +110,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.print_config:
                 print(sections_text(prog, stage2=cfg, eval=evaluation, tracking=tracking), end="")
                 return 0
+            if evaluation.protocols:
+                from stars.eval.feasibility import check_protocols
+
+                feasible = check_protocols(data, evaluation)
+                for line in feasible.lines():
+                    print(line)
+                evaluation = feasible.eval
             init_ray(args.verbose)
             if len(seeds) > 1:
                 return tune_group(args, cfg, evaluation, data, name, seeds, source, tracker)

@@ -69,7 +69,7 @@ def test_feature_protocols_on_ray_match_in_process(
         "knn_weighted_k20_top1",
         "linear_top1",
         "fewshot_1shot_mean",
-        "fewshot_2shot_std",
+        "fewshot_5shot_std",
         "cluster_silhouette",
         "cluster_kmeans_nmi",
     ):
