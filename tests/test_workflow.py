@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import mlflow_server
 
@@ -55,7 +56,7 @@ def _runs(mlflow_client, stage: str) -> list:
 
 
 def test_main_job_links_stages_in_mlflow(
-    ray_local, tiny_dataset, tiny_dataset_dir, tmp_path, capsys
+    ray_local, tiny_dataset, tiny_dataset_dir, tmp_path, capsys, monkeypatch
 ):
     from stars.model.checkpoint import load_encoder
 
@@ -104,7 +105,20 @@ def test_main_job_links_stages_in_mlflow(
     assert [n.run_id for n in tree] == [s1.info.run_id]
     assert [ch.run_id for ch in tree[0].children] == [s2.info.run_id]
     model = c.search_registered_models()[0]
-    assert set(model.aliases) == {"stage1-latest", "stage2-best"}
+    assert set(model.aliases) == {"stage1-latest", "stage2-best-knn"}
+    # The registered version is an MLflow model: its features are the evaluation's.
+    import mlflow.pyfunc
+
+    from stars.tracking.encoder_model import EncoderFeatures
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    loaded = mlflow.pyfunc.load_model(f"models:/{model.name}@stage2-best-knn")
+    joints = tiny_dataset.read_split("xsub_test", ["joints"])["joints"][:3]
+    direct = EncoderFeatures()
+    direct.encoder = load_encoder(s2.data.tags[CHECKPOINT]).eval()
+    x = joints.transpose(0, 2, 1, 3, 4)
+    np.testing.assert_allclose(loaded.predict(x), direct.predict(None, x), rtol=1e-5, atol=1e-6)
+    assert load_encoder(f"models:/{model.name}@stage2-best-knn").cfg == direct.encoder.cfg
     assert lineage_main(["--tracking-uri", uri, "--plot", str(tmp_path / "compare.png")]) == 0
     assert s2.info.run_id in capsys.readouterr().out
     assert (tmp_path / "compare.png").stat().st_size > 0

@@ -83,8 +83,7 @@ def recipe_base(args: argparse.Namespace) -> dict[str, dict]:
     if recipe is not None:
         if not args.data:
             raise ConfigError(
-                f"--recipe {recipe.name} needs --data DIR: a dataset imported with "
-                f"{recipe.prepare}"
+                f"--recipe {recipe.name} needs --data DIR: a dataset imported with {recipe.prepare}"
             )
         if args.preset != DEFAULT_PRESET and args.preset != recipe.preset:
             raise ConfigError(

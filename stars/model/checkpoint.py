@@ -95,6 +95,8 @@ def resolve_checkpoint(source: str | Path) -> str:
     controller never recorded, e.g. written by workers after their driver died, is never
     taken); each may be a local path or a URI."""
     source = str(source)
+    if source.startswith(MLFLOW_SCHEMES):
+        return registered_model_file(source)
     if storage.exists(source):
         return source
     if storage.exists(storage.join(source, CHECKPOINT_FILE)):
@@ -106,6 +108,27 @@ def resolve_checkpoint(source: str | Path) -> str:
         f"no checkpoint at {storage.shown(source)} (expected a checkpoint file, a checkpoint "
         "directory or a run directory)"
     )
+
+
+MLFLOW_SCHEMES = ("models:/", "runs:/")
+
+
+def registered_model_file(uri: str) -> str:
+    """The weights-only encoder checkpoint inside an MLflow model (``models:/NAME@ALIAS``,
+    ``models:/NAME/3``, ``runs:/RUN_ID/encoder``), downloaded from the tracking store of
+    ``$MLFLOW_TRACKING_URI`` (default ``sqlite:///mlflow.db``, as every job)."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    tracking = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    try:
+        local = Path(download_artifacts(artifact_uri=uri, tracking_uri=tracking))
+    except MlflowException as err:
+        raise CheckpointError(f"{uri}: not found in {tracking} ({err.message})") from None
+    found = sorted(local.rglob("encoder.pt")) or sorted(local.rglob(CHECKPOINT_FILE))
+    if not found:
+        raise CheckpointError(f"{uri}: the model holds no encoder.pt (not a STARS encoder)")
+    return str(found[0])
 
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of registered checkpoints
@@ -142,6 +165,8 @@ def registered_checkpoint(run_dir: str) -> str:
 def read(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint dict safely (weights only; ``argparse.Namespace`` allow-listed) from a
     file or a checkpoint directory, local or at a URI (``s3://.../checkpoint_000009``)."""
+    if str(path).startswith(MLFLOW_SCHEMES):
+        path = registered_model_file(str(path))
     if is_uri(path):
         return _read_uri(str(path))
     path = Path(path)

@@ -1,14 +1,28 @@
-"""Encoders in the MLflow model registry: one registered model per dataset and split, with
-aliases ``stage1-latest`` and ``stage2-best``."""
+"""Encoders in the MLflow model registry: one registered model per dataset and split.
+
+Every version is an MLflow pyfunc model (:mod:`stars.tracking.encoder_model`) that
+``mlflow.pyfunc.load_model`` loads. Aliases: ``stage1-latest`` (the newest stage-1 run) and
+one ``stage2-best-<metric>`` per metric tuned runs are ranked by (``stage2-best-knn`` for the
+main job's ``knn_top1``, ``stage2-best-fewshot-val-5shot`` for a sweep's objective). One rule
+moves a ``stage2-best-*`` alias: a candidate's lower 95 % bound on that metric must beat the
+value the holder was registered with.
+"""
 
 from __future__ import annotations
 
 import re
 
 STAGE1_ALIAS = "stage1-latest"
-STAGE2_ALIAS = "stage2-best"
+STAGE2_ALIAS_PREFIX = "stage2-best-"
 VALUE_TAG = "stars.value"  # the value a version was registered for (a trial's mean, say)
 METRIC_TAG = "stars.metric"
+
+
+def stage2_alias(metric: str) -> str:
+    """The alias a tuned run ranked by ``metric`` competes for: ``knn_top1`` ->
+    ``stage2-best-knn``, ``fewshot_val_5shot_mean`` -> ``stage2-best-fewshot-val-5shot``."""
+    short = re.sub(r"_(top1|mean)$", "", metric)
+    return STAGE2_ALIAS_PREFIX + re.sub(r"[^A-Za-z0-9-]+", "-", short).strip("-")
 
 
 def registered_name(dataset: str, split: str) -> str:
@@ -19,8 +33,8 @@ def registered_name(dataset: str, split: str) -> str:
 def register_encoder(
     mlflow_client, name: str, source_uri: str, run_id: str, alias: str, tags: dict | None = None
 ) -> str:
-    """New version of ``name`` pointing at the checkpoint artifact ``source_uri``; ``alias``
-    moves to it. Returns the version."""
+    """New version of ``name`` pointing at the model artifact ``source_uri`` (a pyfunc
+    folder with its MLmodel); ``alias`` moves to it. Returns the version."""
     from mlflow.exceptions import MlflowException
 
     try:

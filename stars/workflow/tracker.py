@@ -8,6 +8,7 @@ from typing import Any
 
 from stars import storage
 from stars.data.shards import SkeletonDataset
+from stars.errors import StarsError
 from stars.eval.runner import EvalResult
 from stars.interrupts import resume_command as command_line
 from stars.model.checkpoint import CheckpointError, read, resolve_checkpoint
@@ -131,7 +132,7 @@ class Tracker:
             return
         if stage == "stage1":
             name = registry.registered_name(self.dataset, self.split)
-            uri = f"{run.artifact_uri}/checkpoint"
+            uri = self.encoder_model(run.run_id, result.checkpoint_file)
             registry.register_encoder(self.client, name, uri, run.run_id, registry.STAGE1_ALIAS)
         elif stage == "stage2":
             value = metrics.get(registry_metric)
@@ -141,23 +142,38 @@ class Tracker:
     def offer_stage2_best(
         self, run_id: str, metric: str, value: float | None, low: float | None
     ) -> bool:
-        """Move ``stage2-best`` to the tuned run ``run_id`` when the lower end ``low`` of its
-        interval on ``metric`` beats the current best's value (a difference inside the noise
-        does not displace it); the version records ``value``, which later candidates must
-        beat. True when it moved."""
+        """Move ``stage2-best-<metric>`` to the tuned run ``run_id`` when the lower end
+        ``low`` of its interval on ``metric`` beats the current holder's value (a difference
+        inside the noise does not displace it, and no version is added); the version records
+        ``value``, which later candidates must beat. True when it moved."""
         if not (self.enabled and self.register):
             return False
         name = registry.registered_name(self.dataset, self.split)
+        alias = registry.stage2_alias(metric)
         if value is not None and not registry.alias_beats(
-            self.client, name, registry.STAGE2_ALIAS, metric, low if low is not None else value
+            self.client, name, alias, metric, low if low is not None else value
         ):
             return False
-        uri = f"{self.client.get_run(run_id).info.artifact_uri}/checkpoint"
+        run = self.client.get_run(run_id)
+        uri = self.encoder_model(run_id, run.data.tags.get(tr.CHECKPOINT, ""))
         tags = {}
         if value is not None:
             tags = {registry.VALUE_TAG: f"{value}", registry.METRIC_TAG: metric}
-        registry.register_encoder(self.client, name, uri, run_id, registry.STAGE2_ALIAS, tags)
+        registry.register_encoder(self.client, name, uri, run_id, alias, tags)
         return True
+
+    def encoder_model(self, run_id: str, checkpoint: str) -> str:
+        """The run's ``encoder`` pyfunc artifact (logged now unless it already is): what
+        a registered version points at."""
+        from stars.tracking.encoder_model import ENCODER_ARTIFACT, log_encoder_model
+
+        if any(f.path == ENCODER_ARTIFACT for f in self.client.list_artifacts(run_id)):
+            return f"{self.client.get_run(run_id).info.artifact_uri}/{ENCODER_ARTIFACT}"
+        if not checkpoint:
+            raise StarsError(f"run {run_id} has no {tr.CHECKPOINT} tag: nothing to register")
+        run = self.client.get_run(run_id)
+        crop = float(run.data.params.get("data.eval_crop", 0.95))
+        return log_encoder_model(self.client, run_id, str(storage.fetch(checkpoint)), crop)
 
 
 def describe(stage: str, lineage: str, metrics: dict[str, float], checkpoint: str) -> str:

@@ -29,8 +29,9 @@ def test_five_real_samples_keep_knn_and_linear_and_say_why_the_rest_cannot_run(n
     feasible = check_protocols(ntu5, _tiny_eval())
     assert feasible.eval.protocols == ("knn", "linear")
     assert set(feasible.skipped) == {"fewshot", "cluster", "tsne"}
-    assert "no class of split xsub_test has n exemplars and a query for n=1,5" in (
-        feasible.skipped["fewshot"]
+    assert (
+        "no class of split xsub_test has n exemplars and a query for n=1,5"
+        in (feasible.skipped["fewshot"])
     )
     assert "2 samples" in feasible.skipped["tsne"]
     assert feasible.lines()[0].startswith("[stars] ") and " skipped: " in feasible.lines()[0]

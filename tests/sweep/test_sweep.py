@@ -75,10 +75,10 @@ def test_trials_from_one_stage1_run_are_its_tracked_descendants(store, capsys):
         m = t.data.metrics
         assert m["fewshot_val_5shot_mean_ci95_low"] <= m["fewshot_val_5shot_mean"]
         assert m["fewshot_val_5shot_mean"] <= m["fewshot_val_5shot_mean_ci95_high"]
-    # ... and stage2-best moved only to a trial whose interval lay above the holder's value:
-    # no trial that finished after the holder had its lower end above the holder's value.
+    # ... and stage2-best-fewshot-val-5shot moved only to a trial whose interval lay above
+    # the holder's value: no trial that finished after the holder had its lower end above it.
     name = c.search_registered_models()[0].name
-    alias = c.get_model_version_by_alias(name, registry.STAGE2_ALIAS)
+    alias = c.get_model_version_by_alias(name, registry.stage2_alias("fewshot_val_5shot_mean"))
     holder = c.get_run(alias.run_id)
     value = holder.data.metrics["fewshot_val_5shot_mean"]
     assert alias.tags[registry.VALUE_TAG] == str(value)

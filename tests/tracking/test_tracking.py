@@ -75,11 +75,16 @@ def test_stage2_best_moves_only_on_improvement(store):
     better.log_metrics({"knn_top1": 0.6})
     worse.log_metrics({"knn_top1": 0.4})
     for run, value in ((better, 0.6), (worse, 0.4)):
-        if registry.alias_beats(c, name, registry.STAGE2_ALIAS, "knn_top1", value):
-            registry.register_encoder(c, name, uri_of(run), run.run_id, registry.STAGE2_ALIAS)
-    assert c.get_model_version_by_alias(name, registry.STAGE2_ALIAS).run_id == better.run_id
-    assert not registry.alias_beats(c, name, registry.STAGE2_ALIAS, "knn_top1", 0.6)
-    assert registry.alias_beats(c, name, registry.STAGE2_ALIAS, "knn_top1", 0.61)
+        if registry.alias_beats(c, name, registry.stage2_alias("knn_top1"), "knn_top1", value):
+            registry.register_encoder(
+                c, name, uri_of(run), run.run_id, registry.stage2_alias("knn_top1")
+            )
+    assert (
+        c.get_model_version_by_alias(name, registry.stage2_alias("knn_top1")).run_id
+        == better.run_id
+    )
+    assert not registry.alias_beats(c, name, registry.stage2_alias("knn_top1"), "knn_top1", 0.6)
+    assert registry.alias_beats(c, name, registry.stage2_alias("knn_top1"), "knn_top1", 0.61)
 
 
 def test_lineage_queries_with_orphans_and_sweeps(store):
