@@ -71,6 +71,14 @@ def _descendants(root: int) -> dict[int, str]:
     return found
 
 
+@pytest.fixture(autouse=True)
+def tracking_store_in_tmp(tmp_path, monkeypatch):
+    """Jobs a test runs without ``--tracking-uri`` track into the test's own store, never an
+    ``mlflow.db`` in the checkout (a test that needs the default unsets this)."""
+    if "MLFLOW_TRACKING_URI" not in os.environ:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'default-mlflow.db'}")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_process_left_behind():
     """After the whole session (its Ray instance shut down last), no process the tests

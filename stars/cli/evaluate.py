@@ -10,12 +10,14 @@ from stars.cli.common import (
     DATA_HELP,
     add_config_args,
     add_seed_args,
+    add_tracking_args,
     add_verbose_arg,
     init_ray,
     protocol_list,
     reported,
     sections_text,
     table,
+    tracking_flags,
 )
 from stars.config import load_layers
 from stars.errors import StarsError
@@ -33,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--checkpoint",
         required=True,
-        help="checkpoint file, checkpoint dir or run dir (ours), a published file, 'raw' "
+        help="an MLflow run id, a checkpoint file, checkpoint dir or run dir (ours), an "
+        "MLflow model (models:/NAME@ALIAS), a published file, 'raw' "
         "(the raw-pose baseline: centred, resized, flattened coordinates) or 'random' (a "
         "seeded, randomly initialised encoder of the --preset's architecture)",
     )
@@ -56,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the evaluation (few-shot episodes, probe, fine-tuning and subsets; for --checkpoint "
         "random, the initialisation)",
     )
+    add_tracking_args(parser)
     add_verbose_arg(parser)
     return parser
 
@@ -64,11 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "evaluate.py"
     from stars import storage
+    from stars.cli.common import is_run_id
     from stars.cli.console import job_console
     from stars.data.source import resolve_data
     from stars.eval.feature_cache import RAW_POSE, use_in_process
     from stars.eval.resolve import resolve_eval
-    from stars.eval.runner import evaluate
     from stars.interrupts import interruptible
     from stars.model.checkpoint import RANDOM_INIT, encoder_state, read
     from stars.workflow.repeats import parse_seeds
@@ -98,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         data = resolve_data(layered.config.data)
         seeds = parse_seeds(args.seeds, layered.config.eval.seed) if args.seeds else []
         first = seeds[0] if seeds else layered.config.eval.seed
+        tracker = evaluation_tracker(args, data, layered.config.eval.protocol)
+        if is_run_id(args.checkpoint):
+            from stars.workflow.evaluation_run import checkpoint_of_run
+
+            args.checkpoint = checkpoint_of_run(tracker, args.checkpoint)
         checkpoint = eval_checkpoint(args, data, first)
         encoder = None if raw else encoder_state(read(checkpoint), checkpoint)[0]
         cfg = resolve_eval(layered, data, encoder, checkpoint)
@@ -119,25 +128,60 @@ def main(argv: list[str] | None = None) -> int:
             if trains or not use_in_process(cfg.eval, data, encoder, cfg.scale.use_gpu):
                 init_ray(args.verbose)
             if len(seeds) > 1:
-                return evaluate_seeds(args, cfg, data, seeds, out, kept)
+                return evaluate_seeds(args, cfg, data, seeds, out, kept, tracker)
             cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, seed=first))
-            result = evaluate(
-                checkpoint,
-                data,
-                cfg.eval,
-                out,
-                data_cfg=cfg.data,
-                scale=cfg.scale,
-                run_name=out.name,
-            )
+            result = tracked_evaluate(tracker, checkpoint, data, cfg, out, out.name)
         storage.publish(out, kept)
     rows = [("checkpoint", storage.shown(checkpoint)), ("protocol", result.info["protocol"])]
     rows += [(k, f"{v:.4f}") for k, v in sorted(result.metrics.items())]
     rows += [(f"artifact {k}", v) for k, v in sorted(result.artifacts.items())]
+    if tracker.enabled:
+        rows.append(("MLflow", f"{tracker.uri} (experiment {tracker.experiment} or the source's)"))
     if storage.is_uri(kept):
         rows.append(("outputs kept at", storage.shown(kept)))
     print(table(rows))
     return 0
+
+
+def evaluation_tracker(args, data, protocol: str):
+    """The job's MLflow side: the dataset's experiment, the evaluated split's lineage."""
+    from stars.config import load_layers
+    from stars.tracking.config import TrackingConfig
+    from stars.workflow.tracker import Tracker
+
+    tracking = load_layers(TrackingConfig, {}, None, (), tracking_flags(args)).config
+    test = data.protocol(protocol or None)["test"] if data.manifest.get("protocols") else ""
+    return Tracker(tracking, data, test, args.preset)
+
+
+def tracked_evaluate(tracker, checkpoint: str, data, cfg, out: Path, name: str):
+    """One evaluation, as an MLflow run nested under the checkpoint's run (when tracked)."""
+    from stars.eval.runner import evaluate
+    from stars.workflow.evaluation_run import evaluation_run, record
+
+    title = f"eval {','.join(cfg.eval.protocols)} <- {checkpoint_label(checkpoint)}"
+    with evaluation_run(tracker, str(checkpoint), cfg, title, cfg.eval.seed) as run:
+        result = evaluate(
+            checkpoint,
+            data,
+            cfg.eval,
+            out,
+            data_cfg=cfg.data,
+            scale=cfg.scale,
+            run_name=name,
+        )
+        record(run, result, out)
+    return result
+
+
+def checkpoint_label(checkpoint: str) -> str:
+    """How a run title names a checkpoint: its run directory (``demo-stage2``), else its
+    file name."""
+    from stars import storage
+
+    parts = storage.shown(str(checkpoint)).rstrip("/").split("/")
+    named = [p for p in parts[:-1] if p and not p.startswith("checkpoint")]
+    return named[-1] if named else parts[-1]
 
 
 def eval_checkpoint(args, data, seed: int) -> str:
@@ -156,28 +200,21 @@ def eval_checkpoint(args, data, seed: int) -> str:
     return resolve_checkpoint(args.checkpoint)
 
 
-def evaluate_seeds(args, cfg, data, seeds: list[int], out: Path, kept: str) -> int:
+def evaluate_seeds(args, cfg, data, seeds: list[int], out: Path, kept: str, tracker) -> int:
     """The evaluation once per seed (``<out>/seed-<N>/``), then every compared metric as
     mean ± 95 % interval over seeds in ``<out>/eval_seeds.json``."""
     import json
 
     from stars import storage
-    from stars.eval.runner import evaluate
     from stars.metrics.intervals import t_interval
     from stars.workflow.group import compared_metrics, points
 
     per_seed: dict[int, dict[str, float]] = {}
     for seed in seeds:
         checkpoint = eval_checkpoint(args, data, seed)
-        seeded = dataclasses.replace(cfg.eval, seed=seed)
-        result = evaluate(
-            checkpoint,
-            data,
-            seeded,
-            out / f"seed-{seed}",
-            data_cfg=cfg.data,
-            scale=cfg.scale,
-            run_name=f"{out.name}-seed{seed}",
+        seeded = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, seed=seed))
+        result = tracked_evaluate(
+            tracker, checkpoint, data, seeded, out / f"seed-{seed}", f"{out.name}-seed{seed}"
         )
         per_seed[seed] = result.metrics
     names = sorted(set.intersection(*(set(compared_metrics(m)) for m in per_seed.values())))

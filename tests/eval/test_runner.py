@@ -149,6 +149,16 @@ def test_finetune_and_semi_supervised_on_ray_train(ray_local, tiny_checkpoint, t
 
 
 def test_cli_in_process_knn(tiny_checkpoint, tiny_dataset_dir, tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    from stars.tracking import runs as tr
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    c = MlflowClient(uri)
+    trained = c.create_run(
+        c.create_experiment("trained"),
+        tags={tr.CHECKPOINT: str(tiny_checkpoint), tr.STAGE: "stage1"},
+    )
     code = evaluate_main(
         [
             "--checkpoint",
@@ -163,10 +173,49 @@ def test_cli_in_process_knn(tiny_checkpoint, tiny_dataset_dir, tmp_path, capsys)
             str(tmp_path / "cli"),
             "--set",
             "eval.in_process=true",
+            "--tracking-uri",
+            uri,
         ]
     )
     assert code == 0
     assert "knn_top1" in capsys.readouterr().out
+    # The evaluation is an MLflow run nested under the run that wrote the checkpoint, with the
+    # main job's metric names and lineage tags.
+    (run,) = c.search_runs(
+        [trained.info.experiment_id], f"tags.`{tr.STAGE}` = 'evaluation'", max_results=5
+    )
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[tr.PARENT] == run.data.tags[tr.SOURCE_RUN] == trained.info.run_id
+    assert run.data.tags[tr.SOURCE_CHECKPOINT] == str(tiny_checkpoint)
+    metrics = json.loads((tmp_path / "cli" / "eval.json").read_text())["metrics"]
+    assert run.data.metrics == pytest.approx(metrics)
+    assert json.loads(run.data.params["eval.protocols"]) == ["knn", "fewshot"]
+    assert {"eval/eval.json", "eval/fewshot_episodes.json"} <= {
+        a.path for a in c.list_artifacts(run.info.run_id, "eval")
+    }
+    # An outside checkpoint gets a run of its own in the dataset's experiment; a run id
+    # names the checkpoint its run recorded.
+    code = evaluate_main(
+        [
+            "--checkpoint",
+            trained.info.run_id,
+            "--data",
+            str(tiny_dataset_dir),
+            "--preset",
+            "tiny",
+            "--protocols",
+            "knn",
+            "--out",
+            str(tmp_path / "cli2"),
+            "--tracking-uri",
+            uri,
+        ]
+    )
+    assert code == 0
+    runs = c.search_runs(
+        [trained.info.experiment_id], f"tags.`{tr.STAGE}` = 'evaluation'", max_results=5
+    )
+    assert len(runs) == 2 and all(r.data.tags[tr.PARENT] == trained.info.run_id for r in runs)
     assert (
         "fewshot_1shot_mean" in json.loads((tmp_path / "cli" / "eval.json").read_text())["metrics"]
     )
