@@ -106,13 +106,36 @@ def add_config_args(parser: argparse.ArgumentParser, config_help: str) -> None:
     parser.add_argument("--version", action="version", version=version_line())
 
 
+def without_unused_synthetic(section: dict[str, Any]) -> dict[str, Any]:
+    """A printed section without ``data.synthetic`` when ``data.path`` names a dataset that
+    is not the synthetic one it describes: those keys have no effect then, and a file giving
+    both is refused."""
+    from pathlib import PurePath
+
+    from stars.config import from_dict
+    from stars.data.config import SyntheticConfig
+    from stars.data.prepare import synthetic_dir_name
+
+    data = section.get("data")
+    if not (isinstance(data, dict) and data.get("path") and "synthetic" in data):
+        return section
+    described = synthetic_dir_name(from_dict(SyntheticConfig, data["synthetic"]))
+    if PurePath(str(data["path"])).name != described:
+        section = {**section, "data": {k: v for k, v in data.items() if k != "synthetic"}}
+    return section
+
+
 def sections_text(prog: str, **sections: Any) -> str:
     """Resolved configs as a ``--config`` file (one section each), for ``--print-config``."""
     import yaml
 
     from stars.config import to_dict
 
-    tree = {name: to_dict(cfg) for name, cfg in sections.items() if cfg is not None}
+    tree = {
+        name: without_unused_synthetic(to_dict(cfg))
+        for name, cfg in sections.items()
+        if cfg is not None
+    }
     head = f"# resolved by {prog} --print-config; usable as --config\n"
     return head + yaml.safe_dump(tree, sort_keys=False)
 

@@ -268,7 +268,11 @@ def config_text(cfg) -> str:
 
     from stars.config import to_dict
 
+    from stars.cli.common import without_unused_synthetic
+
     tree = to_dict(cfg)
+    tree["stage1"] = without_unused_synthetic(tree["stage1"])
+    tree["stage2"] = without_unused_synthetic(tree["stage2"])
     first, second = tree["stage1"], tree["stage2"]
     # Stage 2 takes stage 1's data, scale and seed unless its section says otherwise: show
     # only where it differs, so the file reads as the job is set up (and loads back as is).
