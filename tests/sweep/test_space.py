@@ -93,3 +93,19 @@ def test_objectives_are_validation_metrics():
         objective_monitor("knn_top1")
     with pytest.raises(ConfigError, match="no protocol produces"):
         objective_monitor("banana")
+
+
+def test_space_path_follows_the_preset_and_the_repository(tmp_path, monkeypatch):
+    from stars.sweep.space import SPACES_DIR, space_path
+
+    monkeypatch.chdir(tmp_path)
+    assert space_path(None, "tiny") == SPACES_DIR / "tiny.yaml"
+    assert space_path("", "paper") == SPACES_DIR / "stage2.yaml"
+    assert space_path("search_spaces/small.yaml", "tiny") == SPACES_DIR / "small.yaml"
+    (tmp_path / "search_spaces").mkdir()
+    (tmp_path / "search_spaces" / "small.yaml").write_text("mine")
+    assert space_path("search_spaces/small.yaml", "tiny").resolve() == (
+        tmp_path / "search_spaces" / "small.yaml"
+    )
+    for preset in ("tiny", "small", "paper"):
+        load_space(space_path(None, preset), job="stage2")

@@ -47,9 +47,13 @@ def store(ray_local, tiny_dataset_dir, tmp_path_factory):
     return {"uri": uri, "client": c, "common": common, "stage1": stage1.info.run_id, "tmp": tmp}
 
 
-def test_trials_from_one_stage1_run_are_its_tracked_descendants(store, capsys):
+def test_trials_from_one_stage1_run_are_its_tracked_descendants(
+    store, capsys, tmp_path, monkeypatch
+):
     c = store["client"]
-    args = [*store["common"], "--stage1-runs", store["stage1"], "--space", TINY_SPACE]
+    # From another directory, without --space: the tiny preset's space, found from the package.
+    monkeypatch.chdir(tmp_path)
+    args = [*store["common"], "--stage1", store["stage1"]]
     assert sweep_main([*args, "--num-samples", "4", "--name", "four"]) == 0
     out = capsys.readouterr().out
     assert "best trial:" in out and "fewshot_val_5shot_mean" in out
