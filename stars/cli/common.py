@@ -103,7 +103,7 @@ def add_config_args(parser: argparse.ArgumentParser, config_help: str) -> None:
         action="store_true",
         help="print the resolved config (the YAML the job would log) and exit",
     )
-    parser.add_argument("--version", action="version", version=version_line())
+    add_version_arg(parser)
 
 
 def without_unused_synthetic(section: dict[str, Any]) -> dict[str, Any]:
@@ -125,6 +125,15 @@ def without_unused_synthetic(section: dict[str, Any]) -> dict[str, Any]:
     return section
 
 
+def without_unused_crop(section: dict[str, Any]) -> dict[str, Any]:
+    """A printed stage-2 section without ``data.min_crop_frames`` when its view is unaltered
+    (``stage2.augment`` false): the key has no effect then, and a file setting it is refused."""
+    own, data = section.get("stage2"), section.get("data")
+    if isinstance(own, dict) and own.get("augment") is False and isinstance(data, dict):
+        section = {**section, "data": {k: v for k, v in data.items() if k != "min_crop_frames"}}
+    return section
+
+
 def sections_text(prog: str, **sections: Any) -> str:
     """Resolved configs as a ``--config`` file (one section each), for ``--print-config``."""
     import yaml
@@ -132,12 +141,16 @@ def sections_text(prog: str, **sections: Any) -> str:
     from stars.config import to_dict
 
     tree = {
-        name: without_unused_synthetic(to_dict(cfg))
+        name: without_unused_crop(without_unused_synthetic(to_dict(cfg)))
         for name, cfg in sections.items()
         if cfg is not None
     }
     head = f"# resolved by {prog} --print-config; usable as --config\n"
     return head + yaml.safe_dump(tree, sort_keys=False)
+
+
+def add_version_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=version_line())
 
 
 def version_line() -> str:

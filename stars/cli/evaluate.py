@@ -25,10 +25,21 @@ from stars.eval.config import EvalJobConfig
 from stars.eval.protocols import FEATURE_PROTOCOLS, PROTOCOLS, TRAINING_PROTOCOLS
 from stars.presets import job_preset
 
+EXAMPLES = """\
+examples:
+  evaluate.py --checkpoint RUN_ID --protocols knn,linear,fewshot
+  evaluate.py --checkpoint models:/stars-ntu60-xsub_train@stage2-best-knn --data data/ntu60
+  evaluate.py --checkpoint runs/stars-...-stage2 --protocols finetune,semi --preset paper
+  evaluate.py --checkpoint RUN_ID --protocols transfer --data data/pku2
+  evaluate.py --checkpoint raw --out eval/raw --data data/ntu60   the raw-pose floor
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evaluate.py",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Evaluate an encoder checkpoint (stage 1, stage 2, published MAMP/STARS). "
         "Settings: preset < --config < --set < flags.",
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from stars.cli.common import reported
+from stars.cli.common import add_version_arg, reported
 from stars.errors import JobError
 from stars.tracking.config import resolve_uri
 from stars.tracking.lineage import (
@@ -20,13 +20,22 @@ from stars.tracking.liveness import end_stale_runs
 from stars.tracking.runs import client
 from stars.tracking.store import check_store
 
+EXAMPLES = """\
+examples:
+  lineage.py                                   every stage-1 run and its descendants
+  lineage.py --tracking-uri http://HOST:5000 --plot lineage.png
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lineage.py",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Stage-1 runs, their tuned descendants (and sweeps) and their metrics.",
     )
     parser.add_argument("--tracking-uri", default="", help="default: sqlite:///mlflow.db")
+    add_version_arg(parser)
     parser.add_argument("--experiment", action="append", default=[], help="name; repeatable")
     parser.add_argument(
         "--metrics",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stars.cli.common import reported
+from stars.cli.common import add_version_arg, reported
 from stars.data.formats.convert import ConversionResult, report_table
 from stars.data.prepare import summary_table, write_synthetic
 from stars.data.shards import DataError
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("format", choices=list(CONVERTERS))
+    add_version_arg(p)
     p.add_argument("source", nargs="?", help="input path (unused for synthetic)")
     p.add_argument("--out", required=True, help="output dataset directory (new or empty)")
     p.add_argument("--strict", action="store_true", help="stop at the first rejected sample")

@@ -31,10 +31,22 @@ from stars.tracking.config import TrackingConfig
 from stars.train.config import Stage1JobConfig, Stage2JobConfig
 from stars.workflow.config import SECTIONS, MainConfig
 
+EXAMPLES = """\
+examples:
+  pretrain.py                                        the CPU demo on the embedded data
+  pretrain.py --preset tiny --print-config           the resolved config, then exit
+  pretrain.py --recipe ntu60-xsub --data data/ntu60  a paper row (README: Reproducing the paper)
+  pretrain.py --data data/mine --set stage1.epochs=100 --set stage2.layer_decay=0.4
+  pretrain.py --stage1 RUN_ID                        tune an existing stage-1 run again
+  pretrain.py --seeds 3                              three lineages, intervals over seeds
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pretrain.py",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="STARS main job: data -> stage 1 (MAMP) -> evaluation -> stage 2 (STARS "
         "tuning) -> evaluation, tracked in MLflow. Settings: preset < --config file < --set "
         "< flags.",
@@ -266,9 +278,8 @@ def config_text(cfg) -> str:
     each stage's section is the config its runs log as ``config.yaml``."""
     import yaml
 
-    from stars.config import to_dict
-
     from stars.cli.common import without_unused_synthetic
+    from stars.config import to_dict
 
     tree = to_dict(cfg)
     tree["stage1"] = without_unused_synthetic(tree["stage1"])

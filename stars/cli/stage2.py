@@ -15,6 +15,7 @@ from stars.cli.common import (
     add_verbose_arg,
     init_ray,
     interruption,
+    is_run_id,
     protocol_list,
     reported,
     routed_overrides,
@@ -30,10 +31,20 @@ from stars.presets import job_preset
 from stars.tracking.config import TrackingConfig
 from stars.train.config import Stage2JobConfig
 
+EXAMPLES = """\
+examples:
+  tune_stage2.py --stage1 RUN_ID --protocols knn,fewshot
+  tune_stage2.py --stage1 runs/stars-...-stage1 --set stage2.queue_size=4096
+  tune_stage2.py --stage1 MAMP_ntu60_xsub.pth --preset paper --data data/ntu60
+  tune_stage2.py --stage1 RUN_ID --config runs/sweeps/NAME/results/best_stage2.yaml
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tune_stage2.py",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="STARS stage 2: contrastive tuning of a stage-1 encoder on Ray, tracked in "
         "MLflow as a descendant of its stage-1 run. Settings: preset < --config < --set < flags.",
     )
@@ -97,6 +108,15 @@ def main(argv: list[str] | None = None) -> int:
             section="tracking",
         ).config
         seeds = parse_seeds(args.seeds, layered.config.seed) if args.seeds else []
+        if args.print_config and not is_run_id(args.stage1):
+            # Nothing written, no console: a checkpoint source needs no store or log.
+            data = resolve_data(layered.config.data)
+            source = stage1_source(None, args.stage1)
+            encoder = encoder_state(read(source.checkpoint), source.checkpoint)[0]
+            cfg = resolve_stage2(layered, data, encoder, source.checkpoint)
+            evaluation = evaluation_seeded(evaluation, cfg.seed)
+            print(sections_text(prog, stage2=cfg, eval=evaluation, tracking=tracking), end="")
+            return 0
         log_file, log_kept = storage_log(layered.config.scale.storage_path, name)
         with job_console(prog, log_file, args.verbose, publish_to=log_kept):
             data = resolve_data(layered.config.data)

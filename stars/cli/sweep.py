@@ -28,10 +28,20 @@ from stars.sweep.config import SECTIONS, SweepConfig
 from stars.tracking.config import TrackingConfig
 from stars.train.config import Stage1JobConfig, Stage2JobConfig
 
+EXAMPLES = """\
+examples:
+  sweep_stage2.py --preset tiny --stage1 RUN_ID --num-samples 4
+  sweep_stage2.py --stage1 RUN_ID --preset paper --data data/ntu60 --scheduler asha
+  sweep_stage2.py --stage1-space search_spaces/masking.yaml --set stage2.epochs=10
+  sweep_stage2.py --name SWEEP_NAME --resume --stage1 RUN_ID
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sweep_stage2.py",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Ray Tune sweep over STARS stage 2 (queue size, layer decay, ...), each "
         "trial a tracked stage-2 run nested under the sweep run and linked to its stage-1 run. "
         "The objective is measured on validation data, never on the test split.",
