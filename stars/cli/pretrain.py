@@ -77,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluation protocols after each stage, comma-separated (default: the feature "
         "protocols knn,linear,fewshot,cluster,tsne; empty string: none)",
     )
-    for flag, what in (("--stage2-set", "stage-2"), ("--eval-set", "evaluation")):
+    for flag, section in (("--stage2-set", "stage2"), ("--eval-set", "eval")):
         add_overrides_argument(
-            parser, flag, flag[2:].replace("-", "_"), f"dotted {what} config override, repeatable"
+            parser, flag, flag[2:].replace("-", "_"), f"older spelling of --set {section}.KEY=VALUE"
         )
     add_tracking_args(parser)
     add_verbose_arg(parser)

@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="evaluation protocols after tuning, comma-separated (default: none)",
     )
-    add_overrides_argument(parser, "--eval-set", "eval_set", "dotted evaluation override")
+    add_overrides_argument(parser, "--eval-set", "eval_set", "older spelling of --set eval.K=V")
     add_seed_args(parser, "the tuning (and its evaluation) of the one stage-1 source")
     add_tracking_args(parser)
     add_verbose_arg(parser)

@@ -86,11 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="seeds each configuration trains with; its objective is their mean, with a "
         "95 %% interval over them (sweep.repeats, default 1)",
     )
-    add_overrides_argument(parser, "--stage1-set", "stage1_set", "stage-1 override (two-level)")
-    add_overrides_argument(parser, "--eval-set", "eval_set", "evaluation override")
-    add_overrides_argument(
-        parser, "--sweep-set", "sweep_set", "sweep override, e.g. grace_period=2"
-    )
+    add_overrides_argument(parser, "--stage1-set", "stage1_set", "older: --set stage1.K=V")
+    add_overrides_argument(parser, "--eval-set", "eval_set", "older: --set eval.K=V")
+    add_overrides_argument(parser, "--sweep-set", "sweep_set", "older: --set sweep.K=V")
     add_tracking_args(parser)
     add_verbose_arg(parser)
     return parser
@@ -157,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
             section="stage1",
         )
         eval_tree = job_preset(args.preset, "eval")["eval"]
-        eval_tree["protocols"] = ["knn", "fewshot"]  # what a trial needs; --eval-set adds more
+        eval_tree["protocols"] = [
+            "knn",
+            "fewshot",
+        ]  # what a trial needs; --set eval.protocols adds more
         evaluation = load_layers(
             EvalConfig, eval_tree, args.config, sets["eval"], section="eval"
         ).config

@@ -142,7 +142,7 @@ def stage1_sources(
     if req.stage1_checkpoint:
         return [source_from_checkpoint(req.stage1_checkpoint)]
     if req.stage1_space is None or req.stage1 is None:
-        raise JobError("give --stage1-runs, --stage1-checkpoint or --stage1-space")
+        raise JobError("give --stage1 (run ids or a checkpoint) or --stage1-space")
     sources = []
     existing = _stage1_runs_of(tracker, req.name)
     for i, point in enumerate(req.stage1_space.grid()):

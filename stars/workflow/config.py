@@ -75,7 +75,7 @@ def resolve_main(
     source: str = "",
 ) -> MainConfig:
     """Resolve both stages before anything runs. ``source_encoder``: the encoder stage 2
-    starts from when it is not this job's stage 1 (``--from-run``)."""
+    starts from when it is not this job's stage 1 (``--stage1``)."""
     s1 = resolve_stage1(stage1, data)
     encoder = source_encoder or s1.model
     s2 = resolve_stage2(share_with_stage1(stage2, s1), data, encoder, source or "stage 1")

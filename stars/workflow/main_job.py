@@ -90,7 +90,7 @@ def run_main(
     """Run the resolved job; returns one outcome per stage that ran (or was reused).
 
     Args:
-        source: an existing stage-1 run to tune instead of pre-training (``--from-run``).
+        source: an existing stage-1 run to tune instead of pre-training (``--stage1``).
         fault: test hook injected into stage 1.
         parent_run_id, name_suffix, tags: a group's run (the lineage of one of its seeds
             nests under it), what its run names add (`` seed=3``) and the tags its runs
