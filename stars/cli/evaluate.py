@@ -85,12 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     from stars.eval.feature_cache import RAW_POSE, use_in_process
     from stars.eval.resolve import resolve_eval
     from stars.interrupts import interruptible
-    from stars.model.checkpoint import RANDOM_INIT, encoder_state, read
+    from stars.model.checkpoint import MLFLOW_SCHEMES, RANDOM_INIT, encoder_state, read
     from stars.workflow.repeats import parse_seeds
 
     with interruptible(prog, "features and results so far kept in --out"), reported(prog):
         raw = args.checkpoint == RAW_POSE
-        if args.checkpoint in (RAW_POSE, RANDOM_INIT) and not args.out:
+        outside = args.checkpoint in (RAW_POSE, RANDOM_INIT) or args.checkpoint.startswith(
+            MLFLOW_SCHEMES
+        )
+        if outside and not args.out:
+            # no run directory to put the results beside
             raise StarsError(f"--checkpoint {args.checkpoint} needs --out DIR")
         flags: dict = {}
         if args.protocols is not None:
