@@ -117,14 +117,17 @@ def main(argv: list[str] | None = None) -> int:
         data = resolve_data(layered.config.data)
         seeds = parse_seeds(args.seeds, layered.config.eval.seed) if args.seeds else []
         first = seeds[0] if seeds else layered.config.eval.seed
-        tracker = evaluation_tracker(args, data, layered.config.eval.protocol)
+        tracker = None
         if is_run_id(args.checkpoint):
             from stars.workflow.evaluation_run import checkpoint_of_run
 
+            tracker = evaluation_tracker(args, data, layered.config.eval.protocol)
             args.checkpoint = checkpoint_of_run(tracker, args.checkpoint)
         checkpoint = eval_checkpoint(args, data, first)
         encoder = None if raw else encoder_state(read(checkpoint), checkpoint)[0]
         cfg = resolve_eval(layered, data, encoder, checkpoint)
+        if tracker is None and not args.print_config:  # a bad checkpoint fails before the store
+            tracker = evaluation_tracker(args, data, layered.config.eval.protocol)
         if args.print_config:
             print(sections_text(prog, eval=cfg), end="")
             return 0
@@ -160,13 +163,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def evaluation_tracker(args, data, protocol: str):
     """The job's MLflow side: the dataset's experiment, the evaluated split's lineage."""
+    import logging
+
     from stars.config import load_layers
     from stars.tracking.config import TrackingConfig
     from stars.workflow.tracker import Tracker
 
     tracking = load_layers(TrackingConfig, {}, None, (), tracking_flags(args)).config
     test = data.protocol(protocol or None)["test"] if data.manifest.get("protocols") else ""
-    return Tracker(tracking, data, test, args.preset)
+    mlflow_log = logging.getLogger("mlflow")
+    level = mlflow_log.level
+    mlflow_log.setLevel(logging.WARNING)  # its store set-up lines are not this job's console
+    try:
+        return Tracker(tracking, data, test, args.preset)
+    finally:
+        mlflow_log.setLevel(level)
 
 
 def tracked_evaluate(tracker, checkpoint: str, data, cfg, out: Path, name: str):
