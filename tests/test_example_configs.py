@@ -120,7 +120,8 @@ def test_sweep_config_runs(ray_local, tiny_dataset_dir, tmp_path, monkeypatch):
     source = tmp_path / "checkpoint.pt"
     ckpt.save(source, ckpt.stage1_payload(MAMP(preset("tiny")), epoch=0, global_step=0))
     args = ["--preset", "tiny", "--stage1", str(source), "--data", str(tiny_dataset_dir)]
-    args += ["--config", str(CONFIGS / "sweep-tiny.yaml"), "--no-tracking", "--name", "cfg"]
+    args += ["--config", str(CONFIGS / "sweep-tiny.yaml"), "--name", "cfg"]
+    args += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]  # a sweep is tracked
     args += ["--set", "sweep.num_samples=2", "--set", f"scale.storage_path={tmp_path / 'runs'}"]
     assert sweep_main(args) == 0
     assert (tmp_path / "runs" / "sweeps" / "cfg" / "results" / "best_stage2.yaml").exists()
