@@ -65,7 +65,7 @@ def test_runs_page_nests_the_tuned_run_and_compare_shows_fewshot(
     runs_page = re.search(r"runs:\s+(\S+)", printed).group(1)
     comparison = re.search(r"comparison:\s+(\S+)", printed).group(1)
     ranked = re.search(r"ranked:\s+(\S+)", printed).group(1)
-    assert "orderByKey=metrics.%60fewshot_1shot_mean%60" in ranked  # best few-shot first
+    assert "orderByKey=metrics.%60fewshot_5shot_mean%60" in ranked  # best few-shot first
     c = tr.client(store)
     exp = c.get_experiment_by_name("stars-synthetic").experiment_id
     (s1,) = c.search_runs([exp], filter_string=f"tags.`{tr.STAGE}` = 'stage1'")
@@ -84,7 +84,7 @@ def test_runs_page_nests_the_tuned_run_and_compare_shows_fewshot(
         page.screenshot(path=str(shots / "runs.png"))
         # Ranked by few-shot accuracy (a sorted table is flat: both runs show).
         page.goto(ranked.replace("http://127.0.0.1:5000", base))
-        page.get_by_text("Sort: fewshot_1shot_mean").wait_for(timeout=60_000)
+        page.get_by_text("Sort: fewshot_5shot_mean").wait_for(timeout=60_000)
         page.get_by_text(s2.info.run_name, exact=True).wait_for(timeout=30_000)
         # The first link: the comparison figure (stages with their intervals) on the
         # stage-1 run, shown as the page opens, in the model-training view.
