@@ -255,6 +255,17 @@ def tracking_flags(args: argparse.Namespace) -> dict[str, Any]:
     return flags
 
 
+def tracking_config(args: argparse.Namespace, path: str | None = None, overrides=()) -> Any:
+    """The job's TrackingConfig: the file's ``tracking`` section < ``--set tracking.*`` <
+    the MLflow flags."""
+    from stars.config import load_layers
+    from stars.tracking.config import TrackingConfig
+
+    return load_layers(
+        TrackingConfig, {}, path, overrides, tracking_flags(args), section="tracking"
+    ).config
+
+
 def protocol_list(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 

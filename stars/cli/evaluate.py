@@ -17,7 +17,6 @@ from stars.cli.common import (
     reported,
     sections_text,
     table,
-    tracking_flags,
 )
 from stars.config import load_layers
 from stars.errors import StarsError
@@ -165,11 +164,10 @@ def evaluation_tracker(args, data, protocol: str):
     """The job's MLflow side: the dataset's experiment, the evaluated split's lineage."""
     import logging
 
-    from stars.config import load_layers
-    from stars.tracking.config import TrackingConfig
+    from stars.cli.common import tracking_config
     from stars.workflow.tracker import Tracker
 
-    tracking = load_layers(TrackingConfig, {}, None, (), tracking_flags(args)).config
+    tracking = tracking_config(args)
     test = data.protocol(protocol or None)["test"] if data.manifest.get("protocols") else ""
     mlflow_log = logging.getLogger("mlflow")
     level = mlflow_log.level

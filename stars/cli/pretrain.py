@@ -21,13 +21,12 @@ from stars.cli.common import (
     routed_overrides,
     run_name,
     stage1_source,
-    tracking_flags,
+    tracking_config,
 )
 from stars.config import ConfigError, load_layers, read_sections
 from stars.eval.config import EvalConfig
 from stars.presets import DEFAULT_PRESET, job_preset
 from stars.recipes import RECIPES, get_recipe
-from stars.tracking.config import TrackingConfig
 from stars.train.config import Stage1JobConfig, Stage2JobConfig
 from stars.workflow.config import SECTIONS, MainConfig
 
@@ -153,15 +152,8 @@ def load_layered(args: argparse.Namespace):
         eval_flags,
         section="eval",
     )
-    tracking = load_layers(
-        TrackingConfig,
-        {},
-        args.config,
-        sets["tracking"],
-        tracking_flags(args),
-        section="tracking",
-    )
-    return stage1, stage2, evaluation, tracking.config
+    tracking = tracking_config(args, args.config, sets["tracking"])
+    return stage1, stage2, evaluation, tracking
 
 
 def main(argv: list[str] | None = None) -> int:

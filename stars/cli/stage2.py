@@ -23,12 +23,11 @@ from stars.cli.common import (
     sections_text,
     stage1_source,
     table,
-    tracking_flags,
+    tracking_config,
 )
 from stars.config import load_layers
 from stars.eval.config import EvalConfig
 from stars.presets import job_preset
-from stars.tracking.config import TrackingConfig
 from stars.train.config import Stage2JobConfig
 
 EXAMPLES = """\
@@ -99,14 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             {**eval_flags, **seed},
             section="eval",
         )
-        tracking = load_layers(
-            TrackingConfig,
-            {},
-            args.config,
-            sets["tracking"],
-            tracking_flags(args),
-            section="tracking",
-        ).config
+        tracking = tracking_config(args, args.config, sets["tracking"])
         seeds = parse_seeds(args.seeds, layered.config.seed) if args.seeds else []
         if args.print_config and not is_run_id(args.stage1):
             # Nothing written, no console: a checkpoint source needs no store or log.

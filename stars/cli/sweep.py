@@ -18,14 +18,13 @@ from stars.cli.common import (
     routed_overrides,
     run_name,
     sections_text,
-    tracking_flags,
+    tracking_config,
 )
 from stars.config import load_layers, read_sections
 from stars.errors import StarsError
 from stars.eval.config import EvalConfig
 from stars.presets import job_preset
 from stars.sweep.config import SECTIONS, SweepConfig
-from stars.tracking.config import TrackingConfig
 from stars.train.config import Stage1JobConfig, Stage2JobConfig
 
 EXAMPLES = """\
@@ -162,14 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         evaluation = load_layers(
             EvalConfig, eval_tree, args.config, sets["eval"], section="eval"
         ).config
-        tracking = load_layers(
-            TrackingConfig,
-            {},
-            args.config,
-            sets["tracking"],
-            tracking_flags(args),
-            section="tracking",
-        ).config
+        tracking = tracking_config(args, args.config, sets["tracking"])
         runs, checkpoint = split_sources(args.stage1 or "")
         if args.print_config:
             two_level = stage1.config if args.stage1_space else None
