@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from stars.metrics.feature_set import FeatureSet
+
 
 @dataclass(frozen=True)
 class LinearProbeConfig:
@@ -77,20 +79,34 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int)
     )
 
 
+@dataclass(frozen=True)
+class ProbeResult:
+    """A fitted probe's test scores.
+
+    Attributes:
+        scores: ``{"linear_top1", "linear_top5"}``.
+        confusion: (K, K) counts, rows = true class.
+        correct: per-query correctness, ``{"linear_top1": (Q,) bool, "linear_top5": (Q,) bool}``.
+        fitted_on: (N,) sample ids of the rows the probe was trained on; the protocol checks
+            them against the scored ids, so a probe can never be fitted on its test rows.
+    """
+
+    scores: dict[str, float]
+    confusion: np.ndarray
+    correct: dict[str, np.ndarray]
+    fitted_on: np.ndarray
+
+
 def linear_probe(
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    test_x: torch.Tensor,
-    test_y: torch.Tensor,
+    train: FeatureSet,
+    test: FeatureSet,
     num_classes: int,
     cfg: LinearProbeConfig = LinearProbeConfig(),
     seed: int = 0,
-) -> tuple[dict[str, float], np.ndarray, dict[str, np.ndarray]]:
-    """Train on (N, C) train features, test on (Q, C).
-
-    Returns ``({"linear_top1", "linear_top5"}, confusion (K, K), per-query correctness
-    {"linear_top1": (Q,) bool, "linear_top5": (Q,) bool})``.
-    """
+) -> ProbeResult:
+    """Train on ``train``'s (N, C) features, score ``test``'s (Q, C)."""
+    train_x, train_y = train.tensors()
+    test_x, test_y = test.tensors()
     probe = train_linear_probe(train_x, train_y, num_classes, cfg, seed)
     with torch.no_grad():
         logits = probe(test_x.float())
@@ -100,4 +116,6 @@ def linear_probe(
         "linear_top5": (top == test_y[:, None]).any(dim=1).numpy(),
     }
     scores = {k: float(v.mean()) if len(test_y) else 0.0 for k, v in correct.items()}
-    return scores, confusion_matrix(top[:, 0], test_y, num_classes), correct
+    return ProbeResult(
+        scores, confusion_matrix(top[:, 0], test_y, num_classes), correct, train.sample_index
+    )

@@ -47,6 +47,29 @@ class EvalContext:
     outcomes: Outcomes = field(default_factory=Outcomes)
     info: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
+    sets: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def record_sets(self, protocol: str, fitted: np.ndarray, scored: np.ndarray) -> None:
+        """The sample ids a protocol fitted on (its bank, its training rows) and scored.
+
+        Kept for the disjointness checks; ``info["sample_sets"]`` carries their sizes and
+        overlap (0 unless something leaked), and a leak is refused outright.
+        """
+        shared = np.intersect1d(fitted, scored)
+        if len(shared):
+            from stars.data.shards import DataError
+
+            raise DataError(
+                f"{self.data.root}: {protocol} would fit on and score the same "
+                f"{len(shared)} samples (e.g. sample_index {int(shared[0])}) of splits "
+                f"{self.train_split!r} / {self.test_split!r}; the splits must be disjoint"
+            )
+        self.sets[protocol] = {"fitted": np.asarray(fitted), "scored": np.asarray(scored)}
+        self.info.setdefault("sample_sets", {})[protocol] = {
+            "fitted": len(fitted),
+            "scored": len(scored),
+            "shared": 0,
+        }
 
     def record_samples(self, metric: str, sample_index: np.ndarray, correct: np.ndarray) -> None:
         """A per-sample metric: its value (the mean) and its outcomes."""
@@ -78,19 +101,28 @@ def fewshot_parts(data: SkeletonDataset, test_split: str) -> tuple[str, str | No
     return test_split, None, "test split (classes seen in pre-training)"
 
 
+def knn_validation_sets(bank: FeatureSet) -> tuple[FeatureSet, FeatureSet]:
+    """(bank, queries) of ``knn_val_top1``: every tenth training sample (by sample_index, the
+    same rule as stage 2's hold-out monitor) is a query against the other nine tenths, so a
+    sweep's objective never looks at the test split and never finds a query in its bank."""
+    from stars.data.pipeline import HOLDOUT_MODULUS
+
+    held = bank.sample_index % HOLDOUT_MODULUS == 0
+    return bank.subset(np.flatnonzero(~held)), bank.subset(np.flatnonzero(held))
+
+
 def run_knn(ctx: EvalContext) -> None:
     """1-NN (cosine) and weighted kNN of the test split against the training split."""
     from stars.metrics.knn import knn_correct, weighted_knn_correct
 
     bank, query = ctx.features(ctx.train_split), ctx.features(ctx.test_split)
+    ctx.record_sets("knn", bank.sample_index, query.sample_index)
     correct = weighted_knn_correct(
         *bank.tensors(), *query.tensors(), ctx.cfg.knn_ks, ctx.cfg.knn_temperature
     )
     if ctx.cfg.validation:
-        from stars.data.pipeline import HOLDOUT_MODULUS
-
-        held = bank.sample_index % HOLDOUT_MODULUS == 0
-        val_bank, val_query = bank.subset(np.flatnonzero(~held)), bank.subset(np.flatnonzero(held))
+        val_bank, val_query = knn_validation_sets(bank)
+        ctx.record_sets("knn_val", val_bank.sample_index, val_query.sample_index)
         correct["knn_val_top1"] = knn_correct(*val_bank.tensors(), *val_query.tensors())
     for name, hits in correct.items():
         ids = val_query.sample_index if name == "knn_val_top1" else query.sample_index
@@ -103,12 +135,11 @@ def run_linear(ctx: EvalContext) -> None:
     from stars.plots import plot_confusion
 
     bank, query = ctx.features(ctx.train_split), ctx.features(ctx.test_split)
-    _, confusion, correct = linear_probe(
-        *bank.tensors(), *query.tensors(), ctx.data.num_classes, ctx.cfg.linear, ctx.cfg.seed
-    )
-    for name, hits in correct.items():
+    result = linear_probe(bank, query, ctx.data.num_classes, ctx.cfg.linear, ctx.cfg.seed)
+    ctx.record_sets("linear", result.fitted_on, query.sample_index)
+    for name, hits in result.correct.items():
         ctx.record_samples(name, query.sample_index, hits)
-    path = plot_confusion(confusion, ctx.out / "confusion.png", ctx.data.class_names)
+    path = plot_confusion(result.confusion, ctx.out / "confusion.png", ctx.data.class_names)
     ctx.artifacts["confusion"] = str(path)
 
 
@@ -119,6 +150,8 @@ def run_fewshot(ctx: EvalContext) -> None:
     gallery_split, query_split, source = fewshot_parts(ctx.data, ctx.test_split)
     gallery = ctx.features(gallery_split)
     query = ctx.features(query_split) if query_split else None
+    if query is not None:  # else each episode's queries are the gallery rows it did not draw
+        ctx.record_sets("fewshot", gallery.sample_index, query.sample_index)
     cfg = ctx.cfg
     scores, seeds = fewshot_report(
         gallery, query, cfg.fewshot_shots, cfg.fewshot_episodes, cfg.seed, outcomes=ctx.outcomes

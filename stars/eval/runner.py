@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from stars.config import ConfigError, to_dict
 from stars.data.config import DataConfig
 from stars.data.shards import SkeletonDataset
@@ -41,13 +43,15 @@ RESULTS_FILE = "eval.json"
 @dataclass
 class EvalResult:
     """Metrics (flat, stable names, with their intervals), artifact paths by name, the
-    features computed and the per-item outcomes behind the metrics."""
+    features computed, the per-item outcomes behind the metrics and, per protocol, the
+    sample ids it fitted on and scored (``{"knn": {"fitted": ids, "scored": ids}, ...}``)."""
 
     metrics: dict[str, float]
     info: dict[str, Any]
     artifacts: dict[str, str] = field(default_factory=dict)
     features: dict[str, FeatureSet] = field(default_factory=dict)
     outcomes: Outcomes = field(default_factory=Outcomes)
+    sets: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 def evaluate(
@@ -137,4 +141,6 @@ def evaluate(
     path = out / RESULTS_FILE
     path.write_text(json.dumps({"metrics": ctx.metrics, **ctx.info}, indent=2, sort_keys=True))
     ctx.artifacts["results"] = str(path)
-    return EvalResult(ctx.metrics, ctx.info, ctx.artifacts, dict(features.sets), ctx.outcomes)
+    return EvalResult(
+        ctx.metrics, ctx.info, ctx.artifacts, dict(features.sets), ctx.outcomes, ctx.sets
+    )

@@ -129,6 +129,25 @@ def check_space(
             raise ConfigError(f"{space.source}: {key}: {err}") from None
 
 
+def stage1_point_config(
+    stage1: Layered[Stage1JobConfig],
+    point: dict[str, Any],
+    storage: str,
+    data: SkeletonDataset,
+    space_file: str,
+) -> Stage1JobConfig:
+    """The resolved stage-1 config of one point of a stage-1 space: the sweep's base config
+    with the point's values, which count as set by the user."""
+    cfg = stage1.config
+    for key, value in point.items():
+        cfg = set_dotted(cfg, key, value)
+    cfg = set_dotted(cfg, "scale.storage_path", storage)
+    try:
+        return resolve_stage1(Layered(cfg, stage1.explicit | set(point)), data)
+    except ConfigError as err:
+        raise ConfigError(f"{space_file}: {err}") from None
+
+
 def stage1_sources(
     req: SweepRequest,
     data: SkeletonDataset,
@@ -151,16 +170,8 @@ def stage1_sources(
             log(f"[sweep] stage-1 point {i} {point}: reusing run {run.info.run_id}")
             sources.append(source_from_run(tracker, run.info.run_id))
             continue
-        cfg = req.stage1.config
-        for key, value in point.items():
-            cfg = set_dotted(cfg, key, value)
         storage = join(sweep_storage(req), "stage1")
-        cfg = set_dotted(cfg, "scale.storage_path", storage)
-        layered = Layered(cfg, req.stage1.explicit | set(point))
-        try:
-            cfg = resolve_stage1(layered, data)
-        except ConfigError as err:
-            raise ConfigError(f"{req.stage1_space.source}: {err}") from None
+        cfg = stage1_point_config(req.stage1, point, storage, data, req.stage1_space.source)
         log(f"[sweep] stage-1 point {i} {point}: training")
         outcome = tracked_stage1(
             cfg,

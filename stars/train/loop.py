@@ -28,7 +28,7 @@ from stars.model import checkpoint as ckpt
 from stars.tracking.epoch_metrics import EpochLogger, RunRef
 from stars.train import worker_state as ws
 from stars.train.config import OptimConfig
-from stars.train.optim import scheduled_lr, set_lr
+from stars.train.optim import LrSchedule, set_lr
 from stars.train.progress import ProgressSender
 
 
@@ -124,8 +124,7 @@ def run_loop(task: StageTask, settings: LoopSettings, loop_config: dict[str, Any
 
     task.build(worker)
     steps_per_epoch = int(loop_config["steps_per_epoch"])
-    total_steps = steps_per_epoch * settings.epochs
-    warmup_steps = round(settings.optim.warmup_epochs * steps_per_epoch)
+    schedule = LrSchedule.for_run(settings.optim, settings.epochs, steps_per_epoch)
     start_epoch, step, history, resumes = 0, 0, [], 0
     resumed = ws.load_resume_state()
     if resumed is not None:
@@ -153,7 +152,7 @@ def run_loop(task: StageTask, settings: LoopSettings, loop_config: dict[str, Any
         start, seen, loss_sum, epoch_steps = time.perf_counter(), 0, 0.0, 0
         lr, rate = settings.optim.lr, 0.0
         for batch in train_set.epoch(epoch, worker.device):
-            lr = scheduled_lr(step, total_steps, warmup_steps, settings.optim)
+            lr = schedule.at(step)
             set_lr(task.optimizer, lr)
             with ws.autocast(worker.device, settings.amp):
                 loss = task.loss(wrapped, batch)

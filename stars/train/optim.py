@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -56,6 +57,25 @@ def scheduled_lr(step: int, total_steps: int, warmup_steps: int, cfg: OptimConfi
         return cfg.lr
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass(frozen=True)
+class LrSchedule:
+    """A run's per-step learning rate: ``warmup_steps`` of linear warm-up, then the
+    config's schedule over the remaining steps of ``total_steps``."""
+
+    total_steps: int
+    warmup_steps: int
+    optim: OptimConfig
+
+    @classmethod
+    def for_run(cls, optim: OptimConfig, epochs: int, steps_per_epoch: int) -> LrSchedule:
+        """The schedule of ``epochs`` epochs of ``steps_per_epoch`` steps (warm-up in epochs,
+        possibly fractional, rounded to whole steps)."""
+        return cls(steps_per_epoch * epochs, round(optim.warmup_epochs * steps_per_epoch), optim)
+
+    def at(self, step: int) -> float:
+        return scheduled_lr(step, self.total_steps, self.warmup_steps, self.optim)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

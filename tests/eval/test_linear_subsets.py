@@ -6,6 +6,14 @@ import torch
 from stars.eval.linear import LinearProbeConfig, linear_probe
 from stars.eval.subsets import load_subset, save_subset, stratified_subset
 from stars.metrics.cluster import cluster_quality
+from stars.metrics.feature_set import FeatureSet
+
+
+def _sets(x: torch.Tensor, y: torch.Tensor, n_train: int) -> tuple[FeatureSet, FeatureSet]:
+    """(train, test) feature sets of the first ``n_train`` rows and the rest; ids = rows."""
+    ids = np.arange(len(x))
+    whole = FeatureSet(x.numpy().astype(np.float32), y.numpy().astype(np.int64), ids)
+    return whole.subset(ids[:n_train]), whole.subset(ids[n_train:])
 
 
 def test_linear_probe_solves_linearly_separable_features():
@@ -16,14 +24,14 @@ def test_linear_probe_solves_linearly_separable_features():
     top2 = logits.topk(2, dim=1).values
     keep = (top2[:, 0] - top2[:, 1]) > 1.0  # a margin: linearly separable with room to spare
     x, y = x[keep][:600], logits[keep][:600].argmax(dim=1)
-    scores, confusion, correct = linear_probe(
-        x[:500], y[:500], x[500:], y[500:], 5, LinearProbeConfig(epochs=60)
-    )
+    result = linear_probe(*_sets(x, y, 500), 5, LinearProbeConfig(epochs=60))
+    scores, confusion, correct = result.scores, result.confusion, result.correct
     assert scores["linear_top1"] >= 0.95
     assert confusion.shape == (5, 5) and confusion.sum() == 100
     assert correct["linear_top1"].shape == (100,) and correct["linear_top1"].dtype == bool
     assert scores["linear_top1"] == correct["linear_top1"].mean()
     assert correct["linear_top5"].all() and scores["linear_top5"] == 1.0
+    assert result.fitted_on.tolist() == list(range(500))
 
 
 def test_linear_probe_is_seeded_by_its_own_generator():
@@ -34,9 +42,9 @@ def test_linear_probe_is_seeded_by_its_own_generator():
     y = torch.randint(0, 4, (200,), generator=gen)
     cfg = LinearProbeConfig(epochs=3, batch_size=16)
     torch.manual_seed(11)
-    a = linear_probe(x[:150], y[:150], x[150:], y[150:], 4, cfg, seed=3)[2]["linear_top1"]
+    a = linear_probe(*_sets(x, y, 150), 4, cfg, seed=3).correct["linear_top1"]
     torch.manual_seed(12)
-    b = linear_probe(x[:150], y[:150], x[150:], y[150:], 4, cfg, seed=3)[2]["linear_top1"]
+    b = linear_probe(*_sets(x, y, 150), 4, cfg, seed=3).correct["linear_top1"]
     from stars.eval.linear import train_linear_probe
 
     w3 = train_linear_probe(x, y, 4, cfg, seed=3)[1].weight
@@ -49,8 +57,8 @@ def test_linear_probe_is_at_chance_on_random_labels():
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(400, 8, generator=gen)
     y = torch.randint(0, 4, (400,), generator=gen)
-    scores, *_ = linear_probe(x[:300], y[:300], x[300:], y[300:], 4, LinearProbeConfig(epochs=20))
-    assert scores["linear_top1"] < 0.45
+    result = linear_probe(*_sets(x, y, 300), 4, LinearProbeConfig(epochs=20))
+    assert result.scores["linear_top1"] < 0.45
 
 
 def test_cluster_quality_separates_good_from_random():

@@ -125,3 +125,42 @@ def test_uri_resolution(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
     assert resolve_uri("") == "http://env:5000"
     assert is_local_store("sqlite:////a.db") and not is_local_store("http://h:1")
+
+
+def test_trials_that_tie_or_score_worse_leave_the_alias_and_add_no_version(tmp_path, tiny_dataset):
+    """What a sweep's trials do through ``Tracker.offer_stage2_best``: the first moves
+    ``stage2-best-<metric>``; one that ties, or scores worse, or whose lower bound does not
+    clear the holder, leaves the alias on the same version and registers nothing."""
+    from stars.model.checkpoint import write_random_init
+    from stars.model.config import preset
+    from stars.tracking.config import TrackingConfig
+    from stars.workflow.tracker import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(TrackingConfig(uri=uri), tiny_dataset, "xsub_train")
+    checkpoint = str(write_random_init(preset("tiny"), 0, tmp_path / "enc.pt"))
+    metric = "fewshot_val_5shot_mean"
+    name = registry.registered_name(tracker.dataset, tracker.split)
+    alias = registry.stage2_alias(metric)
+
+    def offer(value: float, low: float) -> bool:
+        run = tr.StageRun.create(
+            tracker.client, tracker.experiment, f"trial {value}", "stage2", {"a": 1},
+            {tr.CHECKPOINT: checkpoint},
+        )  # fmt: skip
+        return tracker.offer_stage2_best(run.run_id, metric, value, low)
+
+    def state() -> tuple[str, int]:
+        held = tracker.client.get_model_version_by_alias(name, alias)
+        versions = tracker.client.search_model_versions(f"name='{name}'")
+        return held.version, len(versions)
+
+    assert offer(0.50, 0.45)
+    first = state()
+    assert first[1] == 1
+    for value, low in ((0.50, 0.50), (0.40, 0.35), (0.60, 0.49), (0.55, 0.50)):
+        assert not offer(value, low), (value, low)  # ties, worse, inside the holder's noise
+        assert state() == first
+    assert offer(0.70, 0.51)  # its lower bound clears the holder's value
+    held, versions = state()
+    assert versions == 2 and held != first[0]
