@@ -52,7 +52,7 @@ def _stage2_step(cfg, source: str):
     s2 = cfg.stage2
     model = TunedModel(encoder, s2.frozen_blocks, s2.predictor_hidden)
     queue = SupportQueue(s2.queue_size, encoder.cfg.dim)
-    groups = param_groups(model, cfg.optim.weight_decay, model.lr_scale(s2.layer_decay))
+    groups = param_groups(model, cfg.optim.weight_decay, s2.layer_decay)
     opt = build_adamw(groups, cfg.optim)
     batch = cfg.data.batch_size
     x = torch.randn(batch, 2, cfg.data.num_frames, encoder.cfg.num_joints, 3)

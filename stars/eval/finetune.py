@@ -76,16 +76,16 @@ class Classifier(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
 
-    def lr_scale(self, decay: float):
-        """Block i of N at decay^(N - i), embeddings at decay^(N + 1), head at 1."""
-        top = self.encoder.num_layers
+    @property
+    def num_layers(self) -> int:
+        """The encoder's layers and the head above them: block i of N trains at
+        decay^(N + 1 - i), the final norm at decay, the head at the scheduled rate."""
+        return self.encoder.num_layers + 1
 
-        def scale(name: str) -> float:
-            if not name.startswith("encoder."):
-                return 1.0
-            return decay ** (top - self.encoder.layer_id(name[len("encoder.") :]))
-
-        return scale
+    def layer_id(self, name: str) -> int:
+        if name.startswith("encoder."):
+            return self.encoder.layer_id(name[len("encoder.") :])
+        return self.encoder.num_layers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (N, M, T, V, 3) -> logits (N, K)."""
@@ -143,7 +143,7 @@ class FinetuneTask(StageTask):
         ft = self.job.finetune
         encoder = load_for_finetune(self.source, ft.drop_path)
         self.model = Classifier(encoder, self.num_classes, ft.head_dropout).to(worker.device)
-        groups = param_groups(self.model, ft.weight_decay, self.model.lr_scale(ft.layer_decay))
+        groups = param_groups(self.model, ft.weight_decay, ft.layer_decay)
         self.optimizer = build_adamw(groups, ft.optim())
 
     def model_config(self) -> Any:

@@ -115,11 +115,6 @@ class MAMP(nn.Module):
         enc = {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
         return enc | {"mask_token", "decoder_temp_embed", "decoder_pos_embed"}
 
-    def layer_id(self, name: str) -> int:
-        if name.startswith("encoder."):
-            return self.encoder.layer_id(name[len("encoder.") :])
-        return self.encoder.num_layers - 1
-
     # -- the method, step by step -----------------------------------------------------------
     def patches(self, x: torch.Tensor) -> torch.Tensor:
         """(N, M, T, V, 3) -> (N*M, T/l, V, l*3)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -15,29 +14,46 @@ from stars.train.config import OptimConfig
 def param_groups(
     model: nn.Module,
     weight_decay: float,
-    layer_scale: Callable[[str], float] | None = None,
+    layer_decay: float = 1.0,
     no_decay_names: set[str] | None = None,
 ) -> list[dict]:
-    """Trainable parameters split by weight decay (none for norms, biases, embeddings and
-    anything in ``no_weight_decay()``) and by learning-rate scale (``layer_scale(name)``).
+    """Trainable parameters grouped by weight decay and layer-wise learning-rate scale.
+
+    Weight decay is off for norms, biases, embeddings and anything in the model's
+    ``no_weight_decay()``. With ``layer_decay`` below 1 the model must define ``num_layers``
+    and ``layer_id(name)``: a parameter in layer i of N gets ``lr_scale = layer_decay **
+    (N - 1 - i)``, so the top layer trains at the scheduled rate and each layer below at
+    ``layer_decay`` times the one above (timm's layer decay, built from the model's own ids).
+    Frozen parameters (``requires_grad=False``, see ``freeze_below``) are left out.
 
     Each group carries ``lr_scale`` (multiplied into the scheduled lr) and ``names``.
     """
     skip = set(no_decay_names or ())
     if hasattr(model, "no_weight_decay"):
         skip |= set(model.no_weight_decay())
+    top = model.num_layers - 1 if layer_decay != 1.0 else 0
     groups: dict[tuple[float, float], dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         decay = 0.0 if (p.ndim <= 1 or name in skip or name.endswith(".bias")) else weight_decay
-        scale = layer_scale(name) if layer_scale else 1.0
+        scale = layer_decay ** (top - model.layer_id(name)) if layer_decay != 1.0 else 1.0
         group = groups.setdefault(
             (decay, scale), {"params": [], "names": [], "weight_decay": decay, "lr_scale": scale}
         )
         group["params"].append(p)
         group["names"].append(name)
     return list(groups.values())
+
+
+def freeze_below(model: nn.Module, layers: int) -> list[str]:
+    """Stop gradients for every parameter whose ``model.layer_id(name) < layers``; returns
+    the frozen names."""
+    frozen = [name for name, _ in model.named_parameters() if model.layer_id(name) < layers]
+    params = dict(model.named_parameters())
+    for name in frozen:
+        params[name].requires_grad_(False)
+    return frozen
 
 
 def build_adamw(groups: list[dict], cfg: OptimConfig) -> torch.optim.AdamW:

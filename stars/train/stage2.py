@@ -25,7 +25,7 @@ from stars.model.heads import ContrastiveHeads
 from stars.train.config import Stage2Config, Stage2JobConfig
 from stars.train.loop import LoopSettings, StageTask, Worker, run_loop
 from stars.train.nnclr import SupportQueue, gather_no_grad, nnclr_loss
-from stars.train.optim import build_adamw, param_groups
+from stars.train.optim import build_adamw, freeze_below, param_groups
 
 
 class TunedModel(nn.Module):
@@ -43,27 +43,21 @@ class TunedModel(nn.Module):
         if not 0 <= self.frozen_blocks <= depth:
             raise ValueError(f"frozen_blocks must be in 0..{depth}")
         self.encoder_frozen = False  # the heads-only phase of STARS-3stage
-        for name, p in encoder.named_parameters():
-            if self.is_frozen(name):
-                p.requires_grad_(False)
+        # Layer 0 is the embeddings, always frozen; block i is layer i + 1.
+        freeze_below(self, self.frozen_blocks + 1)
+
+    @property
+    def num_layers(self) -> int:
+        """The encoder's layers; the heads share the top id with the final norm."""
+        return self.encoder.num_layers
+
+    def layer_id(self, name: str) -> int:
+        if name.startswith("encoder."):
+            return self.encoder.layer_id(name[len("encoder.") :])
+        return self.encoder.num_layers - 1
 
     def is_frozen(self, encoder_param: str) -> bool:
-        if encoder_param.startswith(("joints_embed", "temp_embed", "pos_embed")):
-            return True
-        if encoder_param.startswith("blocks."):
-            return int(encoder_param.split(".")[1]) < self.frozen_blocks
-        return False
-
-    def lr_scale(self, alpha: float):
-        """name -> multiplier: block i of N at alpha^(N - i); final norm and heads at 1."""
-        depth = self.encoder.cfg.depth
-
-        def scale(name: str) -> float:
-            if name.startswith("encoder.blocks."):
-                return alpha ** (depth - int(name.split(".")[2]))
-            return 1.0
-
-        return scale
+        return self.encoder.layer_id(encoder_param) < self.frozen_blocks + 1
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled feature y (N, C): frozen part without autograd, the rest with it."""
@@ -182,8 +176,7 @@ class Stage2Task(StageTask):
         encoder = ckpt.load_encoder(self.source)
         self.model = TunedModel(encoder, s2.frozen_blocks, s2.predictor_hidden).to(worker.device)
         self.queue = SupportQueue(s2.queue_size, encoder.cfg.dim).to(worker.device)
-        scale = self.model.lr_scale(s2.layer_decay)
-        groups = param_groups(self.model, self.cfg.optim.weight_decay, scale)
+        groups = param_groups(self.model, self.cfg.optim.weight_decay, s2.layer_decay)
         self.optimizer = build_adamw(groups, self.cfg.optim)
         self.monitors: dict[str, MonitorSet] = {}
         if worker.loop_config.get("monitor", "none") != "none" and worker.rank == 0:

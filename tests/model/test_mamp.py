@@ -120,11 +120,11 @@ def test_coordinate_target_variant():
 
 def test_layer_ids_and_no_weight_decay():
     model = MAMP(preset("tiny"))
-    ids = {n: model.layer_id(n) for n, _ in model.named_parameters()}
-    assert ids["encoder.joints_embed.weight"] == 0 and ids["encoder.pos_embed"] == 0
-    assert ids["encoder.blocks.0.attn.qkv.weight"] == 1
-    assert ids["encoder.blocks.1.mlp.fc2.bias"] == 2
-    assert ids["encoder.norm.weight"] == 3 == ids["decoder_pred.weight"]
+    ids = {n: model.encoder.layer_id(n) for n, _ in model.encoder.named_parameters()}
+    assert ids["joints_embed.weight"] == 0 and ids["pos_embed"] == 0
+    assert ids["blocks.0.attn.qkv.weight"] == 1
+    assert ids["blocks.1.mlp.fc2.bias"] == 2
+    assert ids["norm.weight"] == 3 == model.encoder.num_layers - 1
     assert {"encoder.temp_embed", "mask_token", "decoder_pos_embed"} <= model.no_weight_decay()
 
 

@@ -44,10 +44,10 @@ MUTANTS: tuple[Mutant, ...] = (
         (EFFECT,),
     ),
     Mutant(
-        "stage-2 optimiser built with lr_scale(1.0): layer decay has no effect",
+        "stage-2 optimiser built with layer decay 1.0: the swept rate has no effect",
         "stars/train/stage2.py",
-        "scale = self.model.lr_scale(s2.layer_decay)",
-        "scale = self.model.lr_scale(1.0)",
+        "groups = param_groups(self.model, self.cfg.optim.weight_decay, s2.layer_decay)",
+        "groups = param_groups(self.model, self.cfg.optim.weight_decay, 1.0)",
         (EFFECT,),
     ),
     Mutant(

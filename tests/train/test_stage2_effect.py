@@ -70,9 +70,7 @@ def test_stage2_raises_knn_and_fewshot_over_its_stage1_encoder(tmp_path):
 
     s2 = Stage2Config(queue_size=512, predictor_hidden=1024)  # partial tuning, alpha 0.45
     model = TunedModel(encoder, s2.frozen_blocks, s2.predictor_hidden)
-    optimizer = build_adamw(
-        param_groups(model, 0.01, model.lr_scale(s2.layer_decay)), OptimConfig()
-    )
+    optimizer = build_adamw(param_groups(model, 0.01, s2.layer_decay), OptimConfig())
     set_lr(optimizer, 1e-3)
     queue = SupportQueue(s2.queue_size, cfg.dim)
     xtr, _, ids = sets[0]

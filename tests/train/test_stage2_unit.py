@@ -33,7 +33,7 @@ def _batch(n=6, seed=1):
 def test_frozen_parameters_stay_bit_identical():
     model = _model()
     before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
-    groups = param_groups(model, 0.01, model.lr_scale(0.45))
+    groups = param_groups(model, 0.01, 0.45)
     opt = build_adamw(groups, OptimConfig(lr=1e-2))
     queue = SupportQueue(16, CFG.dim)
     for step in range(3):
@@ -63,7 +63,7 @@ def test_frozen_parameters_stay_bit_identical():
 def test_decayed_learning_rates_and_weight_decay_reach_the_optimizer():
     model = _model()
     alpha, lr, depth = 0.45, 1e-3, CFG.depth
-    groups = param_groups(model, 0.01, model.lr_scale(alpha))
+    groups = param_groups(model, 0.01, alpha)
     opt = build_adamw(groups, OptimConfig(lr=lr, weight_decay=0.01))
     set_lr(opt, lr)
     by_name = {}

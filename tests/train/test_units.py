@@ -23,7 +23,7 @@ from stars.model.encoder import SkeletonEncoder
 from stars.model.mamp import MAMP
 from stars.train import worker_state as ws
 from stars.train.config import OptimConfig, ScaleConfig
-from stars.train.optim import scheduled_lr
+from stars.train.optim import param_groups, scheduled_lr
 
 
 def test_schedule_warms_up_linearly_then_follows_the_cosine():
@@ -43,17 +43,13 @@ def test_schedule_warms_up_linearly_then_follows_the_cosine():
 def test_finetune_layer_decay_scales_each_block():
     encoder = SkeletonEncoder(preset("tiny"))
     model = Classifier(encoder, num_classes=5)
-    scale = model.lr_scale(0.5)
-    top = encoder.num_layers
-    assert scale("head.1.weight") == 1.0
-    assert scale("encoder.norm.weight") == pytest.approx(
-        0.5 ** (top - encoder.layer_id("norm.weight"))
-    )
-    last, first = encoder.cfg.depth - 1, 0
-    assert scale(f"encoder.blocks.{last}.attn.qkv.weight") > scale(
-        f"encoder.blocks.{first}.mlp.fc1.weight"
-    )
-    assert scale("encoder.joints_embed.weight") == pytest.approx(0.5**top)
+    scale = {n: g["lr_scale"] for g in param_groups(model, 0.05, 0.5) for n in g["names"]}
+    depth = encoder.cfg.depth
+    assert scale["head.1.weight"] == 1.0
+    assert scale["encoder.norm.weight"] == pytest.approx(0.5)
+    for i in range(depth):
+        assert scale[f"encoder.blocks.{i}.attn.qkv.weight"] == pytest.approx(0.5 ** (depth + 1 - i))
+    assert scale["encoder.joints_embed.weight"] == pytest.approx(0.5 ** (depth + 2))
 
 
 def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
