@@ -34,14 +34,44 @@ def package_of(module: str) -> str:
     return module.split(".")[1] if module.count(".") else ""
 
 
-def imports(path: Path) -> list[tuple[int, str]]:
+def imports(path: Path, source: str | None = None) -> list[tuple[int, str]]:
+    """(line, module) of every ``stars`` module the file imports, in every form:
+    ``import stars.x``, ``from stars.x import y``, ``from stars import x`` and relative."""
+    package = ["stars", *path.relative_to(ROOT).parent.parts]
     found = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append((node.lineno, node.module))
+    tree = ast.parse(path.read_text() if source is None else source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package[: len(package) - node.level + 1]
+                base = ".".join([*parent, *([base] if base else [])])
+            if base == "stars":  # ``from stars import storage`` names modules
+                found += [(node.lineno, f"stars.{alias.name}") for alias in node.names]
+            else:
+                found.append((node.lineno, base))
         elif isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
     return [(line, m) for line, m in found if m == "stars" or m.startswith("stars.")]
+
+
+def test_every_import_form_is_seen():
+    source = (
+        "import stars.model.encoder\n"
+        "from stars import storage, paths\n"
+        "from stars.train.optim import param_groups\n"
+        "from . import features\n"
+        "from ..metrics import knn\n"
+    )
+    found = {m for _, m in imports(ROOT / "eval" / "any.py", source)}
+    assert {package_of(m) for m in found} == {
+        "model",
+        "storage",
+        "paths",
+        "train",
+        "eval",
+        "metrics",
+    }
 
 
 def test_every_package_has_a_row():

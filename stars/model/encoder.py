@@ -111,3 +111,11 @@ class SkeletonEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)
+
+
+def create_encoder(preset_name: str = "paper", **overrides: object) -> SkeletonEncoder:
+    """A randomly initialised encoder of a named preset (``paper``, ``small``, ``tiny``), with
+    model-config ``overrides`` (e.g. ``num_joints=20`` for N-UCLA)."""
+    from stars.model.config import preset
+
+    return SkeletonEncoder(preset(preset_name, **overrides))
