@@ -1,7 +1,7 @@
 """Typed configuration: frozen dataclasses, YAML files and dotted command-line overrides.
 
 Every concern (data, model, training, ...) owns one frozen dataclass. A job's config is a
-dataclass whose fields are those concern configs. ``load_config`` builds it from defaults, an
+dataclass whose fields are those concern configs. ``load_layers`` builds it from defaults, an
 optional YAML file and ``key.sub=value`` overrides, in that order; any key that the dataclass
 does not declare is an error naming the key and the keys that are valid at that level.
 """
@@ -411,21 +411,6 @@ def read_sections(path: str | Path, sections: Iterable[str]) -> None:
         )
 
 
-def load_config(
-    cls: type[T],
-    path: str | Path | None = None,
-    overrides: Iterable[str] = (),
-    base: T | None = None,
-) -> T:
-    """Resolve a config: ``base`` (or defaults), then the YAML file at ``path``, then overrides.
-
-    Raises:
-        ConfigError: unknown keys, wrong types, malformed overrides; the message names the key.
-    """
-    preset = to_dict(base) if base is not None else None
-    return load_layers(cls, preset, path, overrides).config
-
-
 def get_dotted(cfg: Any, key: str) -> Any:
     """The value at dotted ``key`` of a nested dataclass."""
     value = cfg
@@ -474,13 +459,6 @@ def replace(cfg: T, **changes: Any) -> T:
 
 def dump_yaml(cfg: Any, path: str | Path | None = None) -> str:
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    if path is not None:
-        Path(path).write_text(text)
-    return text
-
-
-def dump_json(cfg: Any, path: str | Path | None = None) -> str:
-    text = json.dumps(to_dict(cfg), indent=2)
     if path is not None:
         Path(path).write_text(text)
     return text

@@ -99,7 +99,7 @@ def test_main_job_links_stages_in_mlflow(
     assert s2.data.tags[PARENT] == s1.info.run_id  # nested under its stage-1 run
     # Lineage queries.
     assert [r.info.run_id for r in lineage.descendants(c, s1.info.run_id)] == [s2.info.run_id]
-    assert lineage.ancestor(c, s2.info.run_id).info.run_id == s1.info.run_id
+    assert c.get_run(s2.info.run_id).data.tags[SOURCE_RUN] == s1.info.run_id
     assert lineage.best_descendant(c, s1.info.run_id, "knn_top1").info.run_id == s2.info.run_id
     tree = lineage.lineage_tree(c)
     assert [n.run_id for n in tree] == [s1.info.run_id]

@@ -30,7 +30,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,10 +284,6 @@ class ShardWriter:
         self._num_written += 1
         if len(self._rows) >= self.rows_per_shard:
             self._flush()
-
-    def add_many(self, samples: Iterable[Sample]) -> None:
-        for s in samples:
-            self.add(s)
 
     @property
     def num_written(self) -> int:

@@ -41,7 +41,3 @@ def save_subset(path: str | Path, ids: np.ndarray, fraction: float, seed: int, s
         )
     )
     return path
-
-
-def load_subset(path: str | Path) -> np.ndarray:
-    return np.asarray(json.loads(Path(path).read_text())["sample_index"], dtype=np.int64)

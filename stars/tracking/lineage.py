@@ -35,12 +35,6 @@ def descendants(mlflow_client, run_id: str, experiment_ids: list[str] | None = N
     return list(runs)
 
 
-def ancestor(mlflow_client, run_id: str):
-    """The stage-1 run a tuned run came from (None when it has no recorded source)."""
-    source = mlflow_client.get_run(run_id).data.tags.get(SOURCE_RUN)
-    return mlflow_client.get_run(source) if source else None
-
-
 def best_descendant(
     mlflow_client,
     run_id: str,

@@ -73,11 +73,6 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside DDP (or the module itself)."""
-    return getattr(model, "module", model)
-
-
 def load_resume_state() -> dict[str, Any] | None:
     """The payload of the run's latest checkpoint when Ray restarted or resumed us."""
     import ray.train

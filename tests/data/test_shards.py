@@ -50,7 +50,8 @@ def test_round_trip_preserves_everything(tmp_path):
         for i in range(10)
     ]
     with _writer(tmp_path) as w:
-        w.add_many(samples)
+        for s in samples:
+            w.add(s)
     ds = open_dataset(tmp_path / "ds", verify_checksums=True)
     assert ds.num_samples == 10 and len(ds.shard_paths) == 3  # 4 + 4 + 2 rows
     assert ds.manifest["splits"] == {"train": 5, "test": 5}
@@ -80,7 +81,8 @@ def test_digest_is_deterministic_and_content_based(tmp_path):
             split_names=["train"],
             t_max=50,
         ) as w:
-            w.add_many(_sample(i) for i in range(5))
+            for s in map(_sample, range(5)):
+                w.add(s)
         digests.append(open_dataset(tmp_path / name).digest)
     assert digests[0] == digests[1]
 
@@ -129,7 +131,8 @@ def test_other_layouts_keep_their_joint_count(tmp_path):
 
 def test_failed_write_leaves_no_manifest(tmp_path):
     with pytest.raises(RuntimeError), _writer(tmp_path) as w:
-        w.add_many(_sample(i) for i in range(6))
+        for s in map(_sample, range(6)):
+            w.add(s)
         raise RuntimeError("crash")
     assert not (tmp_path / "ds" / MANIFEST_NAME).exists()
     with pytest.raises(DataError, match=r"manifest\.json is missing"):
@@ -139,7 +142,8 @@ def test_failed_write_leaves_no_manifest(tmp_path):
 @pytest.fixture
 def written(tmp_path):
     with _writer(tmp_path) as w:
-        w.add_many(_sample(i) for i in range(10))
+        for s in map(_sample, range(10)):
+            w.add(s)
     return tmp_path / "ds"
 
 
@@ -191,7 +195,8 @@ def test_shard_with_wrong_tensor_shape_is_named(written, tmp_path):
         t_max=40,
         rows_per_shard=4,
     ) as w:
-        w.add_many(_sample(i) for i in range(4))
+        for s in map(_sample, range(4)):
+            w.add(s)
     manifest = json.loads((written / MANIFEST_NAME).read_text())
     foreign = other / "shard-00000.parquet"
     shutil.copy(foreign, written / "shard-00000.parquet")

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 
 from stars.eval.linear import LinearProbeConfig, linear_probe
-from stars.eval.subsets import load_subset, save_subset, stratified_subset
+from stars.eval.subsets import save_subset, stratified_subset
 from stars.metrics.cluster import cluster_quality
 from stars.metrics.feature_set import FeatureSet
 
@@ -84,4 +86,5 @@ def test_semi_supervised_subsets_are_stratified_and_order_independent(tmp_path):
     assert not np.array_equal(ids, stratified_subset(index, labels, 0.1, seed=3))
     per_class = np.bincount(labels[np.searchsorted(index, ids)])
     assert per_class.tolist() == [1, 2, 3, 20]
-    assert np.array_equal(load_subset(save_subset(tmp_path / "s.json", ids, 0.1, 2, "train")), ids)
+    saved = json.loads(save_subset(tmp_path / "s.json", ids, 0.1, 2, "train").read_text())
+    assert saved["sample_index"] == ids.tolist() and saved["seed"] == 2

@@ -100,8 +100,8 @@ def test_lineage_queries_with_orphans_and_sweeps(store):
     t2.log_metrics({"knn_top1": 0.5})
     ids = lambda runs: [r.info.run_id for r in runs]  # noqa: E731
     assert ids(lineage.descendants(c, s1.run_id)) == [t1.run_id, t2.run_id, trial.run_id]
-    assert lineage.ancestor(c, t2.run_id).info.run_id == s1.run_id
-    assert lineage.ancestor(c, s1.run_id) is None
+    assert c.get_run(t2.run_id).data.tags[tr.SOURCE_RUN] == s1.run_id
+    assert tr.SOURCE_RUN not in c.get_run(s1.run_id).data.tags
     assert lineage.best_descendant(c, s1.run_id, "knn_top1").info.run_id == t2.run_id
     assert lineage.best_descendant(c, other.run_id, "knn_top1") is None
     tree = lineage.lineage_tree(c)
