@@ -9,12 +9,14 @@ The two entry points most users need from Python::
     features = encoder.forward_features(x)              # x (N, M, T, V, 3) -> (N, C)
 
 ``load_encoder`` reads any checkpoint the platform writes, a published MAMP / STARS file, an
-object-store URI, or a registered MLflow model (``models:/NAME@stage2-best-knn``).
+object-store URI, or a registered MLflow model (``models:/NAME@stage2-best-knn``);
+``load_stage1`` the whole MAMP model (encoder and motion decoder) of a stage-1 checkpoint or a
+published MAMP file, e.g. to inspect its motion predictions.
 """
 
 __version__ = "0.1.0"
 
-from stars.model.checkpoint import load_encoder
+from stars.model.checkpoint import load_encoder, load_stage1
 from stars.model.encoder import create_encoder
 
-__all__ = ["__version__", "create_encoder", "load_encoder"]
+__all__ = ["__version__", "create_encoder", "load_encoder", "load_stage1"]

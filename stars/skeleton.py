@@ -184,10 +184,3 @@ def kinect20_to_ntu25(joints: np.ndarray) -> np.ndarray:
     if joints.shape[-2] != 20:
         raise ValueError(f"expected 20 joints on axis -2, got shape {joints.shape}")
     return joints[..., list(KINECT20_TO_NTU25), :]
-
-
-def bone_vectors(joints: np.ndarray, bones: tuple[tuple[int, int], ...]) -> np.ndarray:
-    """Child minus parent for every bone. joints (..., V, C) -> (..., len(bones), C)."""
-    child = [c for c, _ in bones]
-    parent = [p for _, p in bones]
-    return joints[..., child, :] - joints[..., parent, :]

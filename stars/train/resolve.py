@@ -88,7 +88,8 @@ def resolve_stage2(
 def stage1_config(
     preset: str, data: SkeletonDataset, overrides: Iterable[str] = (), path: str | None = None
 ) -> Stage1JobConfig:
-    """Preset < YAML file < overrides, resolved for ``data`` (what the stage-1 CLI does)."""
+    """Preset < YAML file < overrides, resolved for ``data``: a stage-1 config as the main job
+    builds it, for scripts and tests that run stage 1 alone."""
     layered = load_layers(Stage1JobConfig, job_preset(preset, "stage1"), path, overrides)
     return resolve_stage1(layered, data)
 
