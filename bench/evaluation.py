@@ -76,7 +76,7 @@ def bench_demo_evaluation(encoders: int = 3) -> list[Result]:
     import ray
 
     from bench.train_loop import _small_data
-    from stars.data.source import resolve_data
+    from stars.data.job_data import resolve_data
     from stars.eval.config import EvalConfig
     from stars.eval.runner import evaluate
     from stars.model.checkpoint import write_random_init

@@ -75,7 +75,7 @@ def _loop_rate(history: list[dict]) -> float:
 def bench_loop_efficiency(epochs: int = 8) -> list[Result]:
     import ray
 
-    from stars.data.source import resolve_data
+    from stars.data.job_data import resolve_data
     from stars.model.checkpoint import write_random_init
     from stars.train.launch import run_stage1, run_stage2
     from stars.train.resolve import stage1_config, stage2_config

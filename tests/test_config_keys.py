@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from stars.config import ConfigError, flatten, get_dotted, load_layers, to_dict
-from stars.data.source import resolve_data
+from stars.data.job_data import resolve_data
 from stars.eval.config import EvalConfig, EvalJobConfig
 from stars.eval.resolve import resolve_eval
 from stars.model import checkpoint as ckpt

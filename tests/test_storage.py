@@ -156,7 +156,7 @@ def test_a_stage_on_uri_storage_reports_its_checkpoint_as_a_uri(s3_root, tmp_pat
 def test_the_synthetic_default_is_generated_once_into_a_bucket(s3_root, monkeypatch, tmp_path):
     import shutil
 
-    from stars.data import source
+    from stars.data import job_data
     from stars.data.config import DataConfig, SyntheticConfig
 
     cache = storage.join(s3_root, "data")
@@ -165,12 +165,12 @@ def test_the_synthetic_default_is_generated_once_into_a_bucket(s3_root, monkeypa
             num_classes=6, samples_per_class=4, num_base_classes=3, cache_dir=cache
         )
     )
-    first = source.resolve_data(cfg, progress=False)
+    first = job_data.resolve_data(cfg, progress=False)
     assert first.root.startswith(storage.join(s3_root, "data", "synthetic-").split("?")[0])
     assert first.num_samples == 24 and storage.exists(storage.join(first.root, "manifest.json"))
 
     # Another machine (no working copy) reads it from the bucket and never generates it.
     shutil.rmtree(storage.mirror_root())
-    monkeypatch.setattr(source, "ensure_synthetic", lambda *a, **k: pytest.fail("regenerated"))
-    again = source.resolve_data(cfg, progress=False)
+    monkeypatch.setattr(job_data, "ensure_synthetic", lambda *a, **k: pytest.fail("regenerated"))
+    again = job_data.resolve_data(cfg, progress=False)
     assert again.root == first.root and again.digest == first.digest

@@ -128,7 +128,7 @@ def test_main_job_links_stages_in_mlflow(
         == 0
     )
     assert len(lineage.descendants(c, s1.info.run_id)) == 2
-    # jobs/tune_stage2.py from the same run: its params are what its workers received too.
+    # jobs/stage2.py from the same run: its params are what its workers received too.
     args = ["--from-run", s1.info.run_id, "--preset", "tiny", "--data", str(tiny_dataset_dir)]
     args += ["--set", f"scale.storage_path={tmp_path / 'runs'}", "--tracking-uri", uri]
     assert stage2_main([*args, "--set", "stage2.queue_size=24", "--name", "solo"]) == 0

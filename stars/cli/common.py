@@ -191,10 +191,10 @@ def is_run_id(text: str) -> bool:
 
 
 def stage1_source(tracker: Any, text: str) -> Any:
-    """The :class:`stars.workflow.stages.Source` that ``--stage1 text`` names."""
-    from stars.workflow.stages import source_from_checkpoint, source_from_run
+    """The :class:`stars.workflow.stages.Stage1Ref` that ``--stage1 text`` names."""
+    from stars.workflow.stages import stage1_from_checkpoint, stage1_from_run
 
-    return source_from_run(tracker, text) if is_run_id(text) else source_from_checkpoint(text)
+    return stage1_from_run(tracker, text) if is_run_id(text) else stage1_from_checkpoint(text)
 
 
 def add_seed_args(parser: argparse.ArgumentParser, what: str) -> None:

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from stars import storage
     from stars.cli.common import is_run_id
     from stars.cli.console import job_console
-    from stars.data.source import resolve_data
+    from stars.data.job_data import resolve_data
     from stars.eval.feature_cache import RAW_POSE, use_in_process
     from stars.eval.resolve import resolve_eval
     from stars.interrupts import interruptible

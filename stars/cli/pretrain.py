@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "pretrain.py"
     from stars.cli.console import job_console
-    from stars.data.source import pretrain_split, resolve_data
+    from stars.data.job_data import pretrain_split, resolve_data
     from stars.model.checkpoint import encoder_state, read
     from stars.workflow.config import resolve_main
     from stars.workflow.main_job import format_summary

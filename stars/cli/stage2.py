@@ -1,4 +1,4 @@
-"""``jobs/tune_stage2.py``: one stage-2 (STARS tuning) run from a stage-1 checkpoint or run."""
+"""``jobs/stage2.py``: one stage-2 (STARS tuning) run from a stage-1 checkpoint or run."""
 
 from __future__ import annotations
 
@@ -32,16 +32,16 @@ from stars.train.config import Stage2JobConfig
 
 EXAMPLES = """\
 examples:
-  tune_stage2.py --stage1 RUN_ID --protocols knn,fewshot
-  tune_stage2.py --stage1 runs/stars-...-stage1 --set stage2.queue_size=4096
-  tune_stage2.py --stage1 MAMP_ntu60_xsub.pth --preset paper --data data/ntu60
-  tune_stage2.py --stage1 RUN_ID --config runs/sweeps/NAME/results/best_stage2.yaml
+  stage2.py --stage1 RUN_ID --protocols knn,fewshot
+  stage2.py --stage1 runs/stars-...-stage1 --set stage2.queue_size=4096
+  stage2.py --stage1 MAMP_ntu60_xsub.pth --preset paper --data data/ntu60
+  stage2.py --stage1 RUN_ID --config runs/sweeps/NAME/results/best_stage2.yaml
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tune_stage2.py",
+        prog="stage2.py",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="STARS stage 2: contrastive tuning of a stage-1 encoder on Ray, tracked in "
@@ -65,10 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    prog = "tune_stage2.py"
+    prog = "stage2.py"
     from stars.cli.console import job_console
     from stars.cli.pretrain import storage_log
-    from stars.data.source import pretrain_split, resolve_data
+    from stars.data.job_data import pretrain_split, resolve_data
     from stars.model.checkpoint import encoder_state, read
     from stars.train.resolve import resolve_stage2
     from stars.workflow.config import evaluation_seeded

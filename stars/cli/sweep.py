@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "sweep_stage2.py"
     from stars.cli.console import job_console
-    from stars.data.source import resolve_data
+    from stars.data.job_data import resolve_data
     from stars.storage import check_writable, join, local_dir
     from stars.sweep.runner import SweepRequest, check_sweep, run_sweep, sweep_storage
     from stars.sweep.space import load_space, space_path

@@ -189,7 +189,7 @@ def write_best_config(
         f"# Best trial {best['trial']} of the sweep: {objective} = "
         f"{with_interval(best, objective)} (± 95 % interval)\n"
         f"# (stage-1 source: {best['stage1_run']}). Its stage2 section is read by every job:\n"
-        "#   python jobs/tune_stage2.py --stage1 RUN_ID --config THIS_FILE\n"
+        "#   python jobs/stage2.py --stage1 RUN_ID --config THIS_FILE\n"
         "#   python jobs/pretrain.py --config THIS_FILE\n"
     )
     path.write_text(header + yaml.safe_dump({"stage2": tree}, sort_keys=False))

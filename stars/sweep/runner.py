@@ -12,8 +12,8 @@ from typing import Any
 import yaml
 
 from stars.config import ConfigError, Layered, flatten, pin, set_dotted, to_dict
+from stars.data.job_data import pretrain_split
 from stars.data.shards import SkeletonDataset
-from stars.data.source import pretrain_split
 from stars.errors import JobError
 from stars.eval.config import EvalConfig
 from stars.interrupts import JobInterrupted, received
@@ -32,7 +32,7 @@ from stars.train.config import ScaleConfig, Stage1JobConfig, Stage2JobConfig
 from stars.train.placement import DATA_TASK_CPUS
 from stars.train.resolve import resolve_stage1, resolve_stage2
 from stars.workflow.config import evaluation_seeded
-from stars.workflow.stages import Source, source_from_checkpoint, source_from_run, tracked_stage1
+from stars.workflow.stages import Stage1Ref, stage1_from_checkpoint, stage1_from_run, tracked_stage1
 from stars.workflow.tracker import Tracker, command_line
 
 
@@ -60,7 +60,7 @@ class SweepOutcome:
     rows: list[dict[str, Any]]
     best: dict[str, Any] | None
     artifacts: dict[str, str]
-    sources: list[Source]
+    sources: list[Stage1Ref]
     table: str = ""
 
 
@@ -114,7 +114,7 @@ def check_space(
     layered: Layered[Stage2JobConfig],
     pins: dict[str, Any],
     data: SkeletonDataset,
-    source: Source,
+    source: Stage1Ref,
 ) -> None:
     """Resolve one trial per swept key (its first value) before any trial starts, so a key
     the job fixes or an invalid combination fails now, naming the file and the key."""
@@ -154,12 +154,12 @@ def stage1_sources(
     tracker: Tracker,
     sweep_run_id: str,
     log: Callable[[str], None],
-) -> list[Source]:
+) -> list[Stage1Ref]:
     """The stage-1 checkpoints the trials start from."""
     if req.stage1_runs:
-        return [source_from_run(tracker, run_id) for run_id in req.stage1_runs]
+        return [stage1_from_run(tracker, run_id) for run_id in req.stage1_runs]
     if req.stage1_checkpoint:
-        return [source_from_checkpoint(req.stage1_checkpoint)]
+        return [stage1_from_checkpoint(req.stage1_checkpoint)]
     if req.stage1_space is None or req.stage1 is None:
         raise JobError("give --stage1 (run ids or a checkpoint) or --stage1-space")
     sources = []
@@ -168,7 +168,7 @@ def stage1_sources(
         run = existing.get(str(i))
         if run is not None and run.info.status == "FINISHED":
             log(f"[sweep] stage-1 point {i} {point}: reusing run {run.info.run_id}")
-            sources.append(source_from_run(tracker, run.info.run_id))
+            sources.append(stage1_from_run(tracker, run.info.run_id))
             continue
         storage = join(sweep_storage(req), "stage1")
         cfg = stage1_point_config(req.stage1, point, storage, data, req.stage1_space.source)
@@ -184,7 +184,7 @@ def stage1_sources(
             parent_run_id=sweep_run_id,
             progress=True,
         )
-        sources.append(Source(outcome.checkpoint, outcome.run_id, outcome.run_name))
+        sources.append(Stage1Ref(outcome.checkpoint, outcome.run_id, outcome.run_name))
     return sources
 
 
@@ -228,7 +228,7 @@ def planned_trials(sweep: SweepConfig, space: SearchSpace, sources: int) -> int:
     return per_source * max(sources, 1)
 
 
-def _param_space(sweep: SweepConfig, space: SearchSpace, sources: list[Source]) -> dict:
+def _param_space(sweep: SweepConfig, space: SearchSpace, sources: list[Stage1Ref]) -> dict:
     from ray import tune
 
     if sweep.search == "grid":
@@ -313,9 +313,9 @@ def check_sweep(req: SweepRequest, data: SkeletonDataset) -> Tracker:
     ):
         raise JobError(f"nothing to resume: no sweep {req.name!r} at {shown(experiment_path)}")
     for run_id in req.stage1_runs:
-        source_from_run(tracker, run_id)
+        stage1_from_run(tracker, run_id)
     if req.stage1_checkpoint:
-        source_from_checkpoint(req.stage1_checkpoint)
+        stage1_from_checkpoint(req.stage1_checkpoint)
     return tracker
 
 

@@ -77,18 +77,18 @@ def stage2_trial(config: dict[str, Any], plan: dict[str, Any]) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from stars.data.job_data import pretrain_split
     from stars.data.pipeline import quiet_ray_data
     from stars.data.shards import open_dataset
-    from stars.data.source import pretrain_split
     from stars.model.checkpoint import encoder_state, read
     from stars.train.resolve import resolve_stage2
-    from stars.workflow.stages import Source
+    from stars.workflow.stages import Stage1Ref
     from stars.workflow.tracker import Tracker
 
     quiet_ray_data()
     p = TrialPlan(**plan)
     trial_id = tune.get_context().get_trial_id()
-    source = Source(**config["source"])
+    source = Stage1Ref(**config["source"])
     data = open_dataset(p.data_path)
     encoder = encoder_state(read(source.checkpoint), source.checkpoint)[0]
     cfg = resolve_stage2(trial_config(p, config["params"]), data, encoder, source.checkpoint)

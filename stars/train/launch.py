@@ -12,9 +12,9 @@ from typing import Any
 from stars import storage
 from stars.config import ConfigError, to_dict
 from stars.data.config import DataConfig
+from stars.data.job_data import pretrain_split
 from stars.data.pipeline import build_base_dataset, build_dataset, fits_in_memory
 from stars.data.shards import SkeletonDataset
-from stars.data.source import pretrain_split
 from stars.interrupts import wait_in_main_thread
 from stars.location import is_uri
 from stars.model.checkpoint import CHECKPOINT_FILE

@@ -54,7 +54,7 @@ def share_with_stage1(
     path = str(same["data.path"])
     if layered.was_set("data.path") and Path(cfg.data.path).resolve() == Path(path):
         cfg = set_dotted(cfg, "data.path", path)  # the same directory, written differently
-    why = "the main job tunes on stage 1's dataset (jobs/tune_stage2.py tunes on another)"
+    why = "the main job tunes on stage 1's dataset (jobs/stage2.py tunes on another)"
     return pin(Layered(cfg, layered.explicit), same, why)
 
 

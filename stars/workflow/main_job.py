@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from stars import storage
 from stars.config import flatten
+from stars.data.job_data import pretrain_split
 from stars.data.shards import SkeletonDataset
-from stars.data.source import pretrain_split
 from stars.errors import JobError
 from stars.metrics.feature_set import FeatureSet
 from stars.metrics.intervals import verdict
@@ -32,7 +32,7 @@ from stars.workflow.group import (
 )
 from stars.workflow.group_run import GroupOutcome, GroupRun, run_group
 from stars.workflow.stages import (
-    Source,
+    Stage1Ref,
     StageOutcome,
     tracked_baseline,
     tracked_stage1,
@@ -78,7 +78,7 @@ def run_main(
     *,
     preset: str = "",
     stage1_only: bool = False,
-    source: Source | None = None,
+    source: Stage1Ref | None = None,
     tracker: Tracker | None = None,
     log: Callable[[str], None] = print,
     fault: Fault | None = None,
@@ -143,7 +143,7 @@ def run_main(
             test = s1.eval.info["test_split"]
             if test in s1.eval.features:
                 compare["stage 1"] = s1.eval.features[test]
-        source = Source(s1.checkpoint, s1.run_id, s1.run_name)
+        source = Stage1Ref(s1.checkpoint, s1.run_id, s1.run_name)
     if stage1_only:
         log_comparison(outcomes, tracker, cfg)
         return outcomes
@@ -281,7 +281,7 @@ def run_main_group(
     at_once: int,
     preset: str = "",
     stage1_only: bool = False,
-    source: Source | None = None,
+    source: Stage1Ref | None = None,
     tracker: Tracker | None = None,
     progress: bool = False,
 ) -> GroupOutcome:

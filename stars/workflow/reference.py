@@ -2,7 +2,7 @@
 
 A tuned run's difference to its source must be measured on the same test samples and the
 same few-shot episodes. The main job has its stage-1 evaluation at hand; a tuned run started
-from an existing run or checkpoint (``--stage1``, ``jobs/tune_stage2.py``, sweep trials)
+from an existing run or checkpoint (``--stage1``, ``jobs/stage2.py``, sweep trials)
 evaluates the source once with the tuned run's own evaluation settings, and keeps the
 outcomes under ``<scale.storage_path>/references/<key>/`` (key: the source checkpoint's
 SHA-256, the dataset digest and the evaluation settings), so trials of one source share it.

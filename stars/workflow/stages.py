@@ -1,5 +1,5 @@
 """A stage as a tracked unit: its MLflow run, training on Ray, evaluation, artifacts and
-lineage. The main job, ``jobs/tune_stage2.py`` and the sweep trials all run stages this way."""
+lineage. The main job, ``jobs/stage2.py`` and the sweep trials all run stages this way."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class StageOutcome:
 
 
 @dataclass(frozen=True)
-class Source:
+class Stage1Ref:
     """The stage-1 checkpoint a stage-2 run starts from, and its MLflow run when known."""
 
     checkpoint: str
@@ -68,7 +68,7 @@ def stage1_run_name(cfg: Stage1JobConfig, dataset: str, preset: str) -> str:
     )
 
 
-def stage2_run_name(cfg: Stage2JobConfig, source: Source) -> str:
+def stage2_run_name(cfg: Stage2JobConfig, source: Stage1Ref) -> str:
     s2 = cfg.stage2
     return f"stage2 alpha={s2.layer_decay:g} q={s2.queue_size} <- {source.short}"
 
@@ -164,7 +164,7 @@ def tracked_stage1(
 
 def tracked_stage2(
     cfg: Stage2JobConfig,
-    source: Source,
+    source: Stage1Ref,
     data: SkeletonDataset,
     ray_name: str,
     tracker: Tracker,
@@ -367,7 +367,7 @@ def _reused_baseline(tracker: Tracker, done: list) -> StageOutcome | None:
     return None
 
 
-def source_from_run(tracker: Tracker, run_id: str) -> Source:
+def stage1_from_run(tracker: Tracker, run_id: str) -> Stage1Ref:
     """The stage-1 checkpoint of MLflow run ``run_id`` (its ``stars.checkpoint`` path or URI,
     or the run's checkpoint artifact when that is not reachable from here)."""
     from mlflow.exceptions import MlflowException
@@ -388,7 +388,7 @@ def source_from_run(tracker: Tracker, run_id: str) -> Source:
             run_id=run_id, artifact_path="checkpoint", tracking_uri=tracker.uri
         )
         path = str(resolve_checkpoint(local))
-    return Source(path, run_id, run.info.run_name or "")
+    return Stage1Ref(path, run_id, run.info.run_name or "")
 
 
 def reachable(location: str) -> bool:
@@ -398,6 +398,6 @@ def reachable(location: str) -> bool:
         return False
 
 
-def source_from_checkpoint(path: str) -> Source:
+def stage1_from_checkpoint(path: str) -> Stage1Ref:
     found = resolve_checkpoint(path)
-    return Source(found if is_uri(found) else str(Path(found).resolve()))
+    return Stage1Ref(found if is_uri(found) else str(Path(found).resolve()))

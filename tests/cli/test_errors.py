@@ -67,7 +67,7 @@ def test_checkpoint_errors_say_why(capsys, tmp_path, tiny_dataset_dir):
     assert "not a weights-only file" in err
     args = ["--from", str(garbage), "--preset", "tiny", "--data", str(tiny_dataset_dir)]
     args += ["--set", f"scale.storage_path={tmp_path}", "--no-tracking"]
-    err = one_line_error(capsys, stage2_main, args, "tune_stage2.py")
+    err = one_line_error(capsys, stage2_main, args, "stage2.py")
     assert str(garbage) in err
 
 
@@ -112,7 +112,7 @@ def test_results_in_a_bucket_that_does_not_exist_fail_before_any_work(
     common = ["--data", str(tiny_dataset_dir), "--preset", "tiny", "--set"]
     for main, prog, extra in [
         (pretrain_main, "pretrain.py", []),
-        (stage2_main, "tune_stage2.py", ["--from", "x.pt"]),
+        (stage2_main, "stage2.py", ["--from", "x.pt"]),
         (sweep_main, "sweep_stage2.py", ["--stage1-checkpoint", "x.pt"]),
     ]:
         err = one_line_error(capsys, main, [*common, f"scale.storage_path={runs}", *extra], prog)
@@ -139,7 +139,7 @@ def test_costly_mistakes_are_refused_before_ray_starts_or_any_run_exists(
         capsys,
         stage2_main,
         [*common, "--from-run", "0" * 32, "--set", "stage2.layer_decay=2"],
-        "tune_stage2.py",
+        "stage2.py",
     )
     assert "stage2.layer_decay=2.0: must be > 0 and <= 1" in err
     space = str(Path(__file__).resolve().parents[2] / "search_spaces" / "tiny.yaml")

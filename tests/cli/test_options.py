@@ -17,7 +17,7 @@ from stars.train.config import Stage1JobConfig, Stage2JobConfig
 
 JOBS = {
     "pretrain": "stars.cli.pretrain",
-    "tune_stage2": "stars.cli.stage2",
+    "stage2": "stars.cli.stage2",
     "sweep_stage2": "stars.cli.sweep",
     "evaluate": "stars.cli.evaluate",
     "lineage": "stars.cli.lineage",
@@ -89,10 +89,10 @@ def _round_trip(capsys, main, args: list[str], tmp_path) -> dict:
     return yaml.safe_load(first)
 
 
-def test_tune_stage2_prints_a_config_it_reads_back(source, tiny_dataset_dir, capsys, tmp_path):
+def test_stage2_prints_a_config_it_reads_back(source, tiny_dataset_dir, capsys, tmp_path):
     args = ["--stage1", str(source), "--preset", "tiny", "--data", str(tiny_dataset_dir)]
     args += ["--set", "stage2.queue_size=24", "--set", f"scale.storage_path={tmp_path / 'r'}"]
-    cfg = _round_trip(capsys, _main("tune_stage2"), args, tmp_path)
+    cfg = _round_trip(capsys, _main("stage2"), args, tmp_path)
     assert cfg["stage2"]["stage2"]["queue_size"] == 24 and set(cfg) == {
         "stage2",
         "eval",
@@ -131,5 +131,5 @@ def test_a_sweeps_best_config_is_read_by_every_job(source, tiny_dataset_dir, cap
     common = ["--preset", "tiny", "--data", str(tiny_dataset_dir), "--config", str(path)]
     assert _main("pretrain")([*common, "--print-config"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["stage2"]["stage2"]["queue_size"] == 48
-    assert _main("tune_stage2")([*common, "--stage1", str(source), "--print-config"]) == 0
+    assert _main("stage2")([*common, "--stage1", str(source), "--print-config"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["stage2"]["stage2"]["queue_size"] == 48

@@ -16,8 +16,8 @@ import pytest
 
 from stars.config import Layered
 from stars.data.formats.ntu import NtuName, convert_ntu, splits_for
+from stars.data.job_data import pretrain_split
 from stars.data.shards import SkeletonDataset, open_dataset
-from stars.data.source import pretrain_split
 from stars.model.config import preset
 from stars.train.config import Stage1JobConfig, Stage2JobConfig
 from stars.train.resolve import resolve_stage1, resolve_stage2

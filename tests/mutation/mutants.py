@@ -94,7 +94,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "the job pre-trains on the protocol's training split, not the few-shot one",
-        "stars/data/source.py",
+        "stars/data/job_data.py",
         'if not protocol and fewshot.get("pretrain_split"):',
         "if False:",
         (SPLITS,),

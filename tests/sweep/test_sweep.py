@@ -89,7 +89,7 @@ def test_trials_from_one_stage1_run_are_its_tracked_descendants(
     for t in trials:
         if t.info.end_time > holder.info.end_time:
             assert t.data.metrics["fewshot_val_5shot_mean_ci95_low"] <= value
-    # The results and the best configuration, ready for jobs/tune_stage2.py --config.
+    # The results and the best configuration, ready for jobs/stage2.py --config.
     artifacts = {a.path for a in c.list_artifacts(sweep.info.run_id, "results")}
     assert {"results/results.csv", "results/best_stage2.yaml", "results/objective.png"} <= artifacts
     results = store["tmp"] / "runs" / "sweeps" / "four" / "results"

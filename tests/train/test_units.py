@@ -123,7 +123,7 @@ def test_from_run_falls_back_to_the_mlflow_artifact(tmp_path):
     from stars.data.synthetic import SyntheticSpec
     from stars.tracking import runs as tr
     from stars.tracking.config import TrackingConfig
-    from stars.workflow.stages import source_from_run
+    from stars.workflow.stages import stage1_from_run
     from stars.workflow.tracker import Tracker
 
     spec = SyntheticSpec(num_classes=3, samples_per_class=3, num_base_classes=2, seed=1)
@@ -137,7 +137,7 @@ def test_from_run_falls_back_to_the_mlflow_artifact(tmp_path):
     run.log_artifact(local, "checkpoint")
     run.set_tags({tr.CHECKPOINT: str(local)})
     local.unlink()  # the run directory is on another machine now
-    source = source_from_run(tracker, run.run_id)
+    source = stage1_from_run(tracker, run.run_id)
     assert Path(source.checkpoint).is_file() and source.run_id == run.run_id
     ckpt.load_encoder(source.checkpoint)
 

@@ -107,7 +107,7 @@ def test_a_group_of_seeds_and_reproducible_single_runs(
     printed = capsys.readouterr().out
     assert "stage2 - stage1" in printed and "95 % intervals over this seed's" in printed
 
-    # jobs/tune_stage2.py takes --seeds too: a group of tuned runs of one stage-1 run.
+    # jobs/stage2.py takes --seeds too: a group of tuned runs of one stage-1 run.
     source = s1_by_seed["1"].info.run_id
     tune = [
         "--from-run",
