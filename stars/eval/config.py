@@ -10,11 +10,11 @@ from stars.eval.finetune import FinetuneConfig
 from stars.eval.linear import LinearProbeConfig
 from stars.train.config import ScaleConfig
 
-
-def _default_protocols() -> tuple[str, ...]:
-    from stars.eval.protocols import FEATURE_PROTOCOLS
-
-    return FEATURE_PROTOCOLS
+# Protocols that read cached encoder features (seconds) and those that fine-tune on Ray Train
+# (minutes to hours); :data:`stars.eval.protocols.PROTOCOLS` holds their functions.
+FEATURE_PROTOCOLS = ("knn", "linear", "fewshot", "cluster", "tsne")
+TRAINING_PROTOCOLS = ("finetune", "transfer", "semi")
+PROTOCOL_NAMES = FEATURE_PROTOCOLS + TRAINING_PROTOCOLS
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class EvalConfig:
             half) and ``knn_val_top1`` (a held-out tenth of the training split).
     """
 
-    protocols: tuple[str, ...] = field(default_factory=_default_protocols)
+    protocols: tuple[str, ...] = FEATURE_PROTOCOLS
     protocol: str = ""
     knn_ks: tuple[int, ...] = (10, 20, 40)
     knn_temperature: float = 0.1
@@ -65,13 +65,11 @@ class EvalConfig:
     validation: bool = False
 
     def __post_init__(self) -> None:
-        from stars.eval.protocols import PROTOCOLS
-
-        unknown = sorted(set(self.protocols) - set(PROTOCOLS))
+        unknown = sorted(set(self.protocols) - set(PROTOCOL_NAMES))
         if unknown:
             raise ValueError(
                 f"unknown evaluation protocol(s) {', '.join(unknown)}; "
-                f"choose from {', '.join(PROTOCOLS)}"
+                f"choose from {', '.join(PROTOCOL_NAMES)}"
             )
         if self.fewshot_episodes < 1 or any(n < 1 for n in self.fewshot_shots):
             raise ValueError("few-shot needs >= 1 episode and shots >= 1")

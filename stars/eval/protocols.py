@@ -12,19 +12,23 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
+from stars.data.config import DataConfig
+from stars.data.pipeline import HOLDOUT_MODULUS
+from stars.data.shards import DataError, SkeletonDataset
+from stars.eval.config import FEATURE_PROTOCOLS, PROTOCOL_NAMES, TRAINING_PROTOCOLS, EvalConfig
+from stars.eval.feature_cache import FeatureCache
+from stars.eval.finetune_runs import TrainingJob, run_finetune, run_semi_supervised
+from stars.eval.linear import linear_probe
+from stars.metrics.cluster import cluster_quality
+from stars.metrics.feature_set import FeatureSet
+from stars.metrics.fewshot import fewshot_report, fewshot_split_report
+from stars.metrics.knn import knn_correct, weighted_knn_correct
 from stars.metrics.outcomes import Outcomes
-
-if TYPE_CHECKING:
-    from stars.data.config import DataConfig
-    from stars.data.shards import SkeletonDataset
-    from stars.eval.config import EvalConfig
-    from stars.eval.feature_cache import FeatureCache
-    from stars.metrics.feature_set import FeatureSet
-    from stars.train.config import ScaleConfig
+from stars.train.config import ScaleConfig
 
 
 @dataclass
@@ -57,8 +61,6 @@ class EvalContext:
         """
         shared = np.intersect1d(fitted, scored)
         if len(shared):
-            from stars.data.shards import DataError
-
             raise DataError(
                 f"{self.data.root}: {protocol} would fit on and score the same "
                 f"{len(shared)} samples (e.g. sample_index {int(shared[0])}) of splits "
@@ -78,8 +80,6 @@ class EvalContext:
         self.outcomes.add_samples(metric, sample_index, hits)
 
     def training_job(self):
-        from stars.eval.finetune_runs import TrainingJob
-
         return TrainingJob(
             self.checkpoint,
             self.data,
@@ -105,16 +105,12 @@ def knn_validation_sets(bank: FeatureSet) -> tuple[FeatureSet, FeatureSet]:
     """(bank, queries) of ``knn_val_top1``: every tenth training sample (by sample_index, the
     same rule as stage 2's hold-out monitor) is a query against the other nine tenths, so a
     sweep's objective never looks at the test split and never finds a query in its bank."""
-    from stars.data.pipeline import HOLDOUT_MODULUS
-
     held = bank.sample_index % HOLDOUT_MODULUS == 0
     return bank.subset(np.flatnonzero(~held)), bank.subset(np.flatnonzero(held))
 
 
 def run_knn(ctx: EvalContext) -> None:
     """1-NN (cosine) and weighted kNN of the test split against the training split."""
-    from stars.metrics.knn import knn_correct, weighted_knn_correct
-
     bank, query = ctx.features(ctx.train_split), ctx.features(ctx.test_split)
     ctx.record_sets("knn", bank.sample_index, query.sample_index)
     correct = weighted_knn_correct(
@@ -131,8 +127,7 @@ def run_knn(ctx: EvalContext) -> None:
 
 def run_linear(ctx: EvalContext) -> None:
     """Linear probe on frozen features, with a confusion-matrix picture."""
-    from stars.eval.linear import linear_probe
-    from stars.plots import plot_confusion
+    from stars.plots import plot_confusion  # matplotlib: imported only when drawing
 
     bank, query = ctx.features(ctx.train_split), ctx.features(ctx.test_split)
     result = linear_probe(bank, query, ctx.data.num_classes, ctx.cfg.linear, ctx.cfg.seed)
@@ -145,8 +140,6 @@ def run_linear(ctx: EvalContext) -> None:
 
 def run_fewshot(ctx: EvalContext) -> None:
     """n-shot episodes on classes never seen in pre-training (when the dataset has them)."""
-    from stars.metrics.fewshot import fewshot_report
-
     gallery_split, query_split, source = fewshot_parts(ctx.data, ctx.test_split)
     gallery = ctx.features(gallery_split)
     query = ctx.features(query_split) if query_split else None
@@ -158,8 +151,6 @@ def run_fewshot(ctx: EvalContext) -> None:
     )
     ctx.metrics.update(scores)
     if cfg.validation:
-        from stars.metrics.fewshot import fewshot_split_report
-
         ctx.metrics.update(
             fewshot_split_report(
                 gallery,
@@ -183,15 +174,13 @@ def run_fewshot(ctx: EvalContext) -> None:
 
 def run_cluster(ctx: EvalContext) -> None:
     """Silhouette (cosine) and k-means NMI / ARI of the test split."""
-    from stars.metrics.cluster import cluster_quality
-
     test = ctx.features(ctx.test_split)
     ctx.metrics.update(cluster_quality(test.features, test.labels, ctx.cfg.seed))
 
 
 def run_tsne(ctx: EvalContext) -> None:
     """t-SNE picture of the test split, beside any ``compare`` encoders."""
-    from stars.plots import plot_tsne
+    from stars.plots import plot_tsne  # matplotlib: imported only when drawing
 
     panels = dict(ctx.compare)
     panels[ctx.label] = ctx.features(ctx.test_split)
@@ -209,8 +198,6 @@ def run_tsne(ctx: EvalContext) -> None:
 
 def _finetune_as(name: str) -> Callable[[EvalContext], None]:
     def run(ctx: EvalContext) -> None:
-        from stars.eval.finetune_runs import run_finetune
-
         scores = run_finetune(ctx.training_job(), f"{ctx.run_name}-{name}")
         ctx.metrics.update({f"{name}_{k}": v for k, v in scores.items()})
 
@@ -220,8 +207,6 @@ def _finetune_as(name: str) -> Callable[[EvalContext], None]:
 
 def run_semi(ctx: EvalContext) -> None:
     """Fine-tune on labelled fractions of the training split, several seeded draws each."""
-    from stars.eval.finetune_runs import run_semi_supervised
-
     scores, subsets = run_semi_supervised(
         ctx.training_job(), f"{ctx.run_name}-semi", ctx.out / "semi_subsets"
     )
@@ -250,8 +235,9 @@ PROTOCOLS: dict[str, Protocol] = {
     "semi": Protocol(run_semi, "training", "semi_"),
 }
 
-FEATURE_PROTOCOLS = tuple(name for name, p in PROTOCOLS.items() if p.kind == "features")
-TRAINING_PROTOCOLS = tuple(name for name, p in PROTOCOLS.items() if p.kind == "training")
+# The names live in the config module (it validates them without importing this table);
+# tests/eval/test_protocol_names.py holds the two to the same names and kinds.
+__all__ = ["FEATURE_PROTOCOLS", "PROTOCOLS", "PROTOCOL_NAMES", "TRAINING_PROTOCOLS"]
 
 
 def protocol_for_metric(metric: str) -> str | None:
