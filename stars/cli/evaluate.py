@@ -168,7 +168,7 @@ def evaluation_tracker(args, data, protocol: str):
     from stars.workflow.tracker import Tracker
 
     tracking = tracking_config(args)
-    test = data.protocol(protocol or None)["test"] if data.manifest.get("protocols") else ""
+    test = data.protocol(protocol or None)["test"] if data.manifest.protocols else ""
     mlflow_log = logging.getLogger("mlflow")
     level = mlflow_log.level
     mlflow_log.setLevel(logging.WARNING)  # its store set-up lines are not this job's console

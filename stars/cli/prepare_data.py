@@ -9,8 +9,8 @@ from typing import Any
 
 from stars.cli.common import add_version_arg, reported
 from stars.data.formats.convert import ConversionResult, report_table
+from stars.data.manifest import DataError, Manifest
 from stars.data.prepare import summary_table, write_synthetic
-from stars.data.shards import DataError
 from stars.data.synthetic import SyntheticSpec
 from stars.interrupts import interruptible
 
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             result = CONVERTERS[args.format](args, common)
         except (FileExistsError, ValueError) as err:
             raise DataError(str(err)) from None
-    if isinstance(result, dict):  # the synthetic generator returns its manifest
+    if isinstance(result, Manifest):  # the synthetic generator returns its manifest
         print(summary_table(result, args.out))
         return 0
     print(summary_table(result.manifest, args.out))

@@ -240,12 +240,11 @@ def feasible_only(cfg, data):
 def check_recipe_data(name: str, data) -> None:
     from stars.recipes import check_dataset
 
-    manifest = data.manifest
     check_dataset(
         get_recipe(name),
         data.num_classes,
-        sorted(manifest.get("protocols") or {}),
-        bool(manifest.get("fewshot")),
+        sorted(data.manifest.protocols),
+        data.fewshot is not None,
     )
 
 
@@ -377,7 +376,7 @@ def data_line(data, split: str) -> str:
     from stars.storage import shown
     from stars.workflow.tracker import dataset_name
 
-    fewshot = (data.manifest.get("fewshot") or {}).get("classes") or []
+    fewshot = data.fewshot.classes if data.fewshot else ()
     held = f", {len(fewshot)} held out for few-shot" if fewshot else ""
     return (
         f"[stars] data: {dataset_name(data)} at {shown(data.root)} "

@@ -43,7 +43,7 @@ def synthetic_at_uri(cfg: SyntheticConfig, cache: str, progress: bool) -> str:
 def pretrain_split(data: SkeletonDataset, protocol: str = "") -> str:
     """The split stage 1 (and 2) train on: the few-shot protocol's pre-training split when the
     dataset has one (novel classes never seen), else the protocol's training split."""
-    fewshot = data.manifest.get("fewshot") or {}
-    if not protocol and fewshot.get("pretrain_split"):
-        return str(fewshot["pretrain_split"])
+    fewshot = data.fewshot
+    if not protocol and fewshot is not None and fewshot.pretrain_split:
+        return fewshot.pretrain_split
     return data.protocol(protocol or None)["train"]

@@ -14,13 +14,14 @@ from typing import Any
 from tqdm import tqdm
 
 from stars.data.config import SyntheticConfig
+from stars.data.manifest import Manifest
 from stars.data.shards import MANIFEST_NAME, REPORT_NAME, ShardWriter, open_dataset
 from stars.data.synthetic import SyntheticSpec, dataset_info, generate
 
 
 def write_synthetic(
     out_dir: str | Path, spec: SyntheticSpec, rows_per_shard: int = 512, progress: bool = True
-) -> dict[str, Any]:
+) -> Manifest:
     """Generate the synthetic dataset ``spec`` into ``out_dir``; returns the manifest."""
     info = dataset_info(spec)
     total = spec.num_classes * spec.samples_per_class
@@ -46,7 +47,7 @@ def write_synthetic(
         ):
             writer.add(sample)
         manifest = writer.close()
-    write_report(out_dir, seen=total, written=manifest["num_samples"], rejected=[], cleaning={})
+    write_report(out_dir, seen=total, written=manifest.num_samples, rejected=[], cleaning={})
     return manifest
 
 
@@ -108,17 +109,17 @@ def ensure_synthetic(cfg: SyntheticConfig, progress: bool = True) -> Path:
     return final
 
 
-def summary_table(manifest: dict[str, Any], root: str | Path) -> str:
+def summary_table(manifest: Manifest, root: str | Path) -> str:
     """A short human-readable summary of a written dataset."""
     rows = [
         ("dataset", str(root)),
-        ("samples", str(manifest["num_samples"])),
-        ("classes", str(manifest["num_classes"])),
-        ("layout", f"{manifest['layout']['name']} (V={manifest['layout']['num_joints']})"),
-        ("T_max x M", f"{manifest['t_max']} x {manifest['num_bodies']}"),
-        ("shards", str(len(manifest["shards"]))),
-        ("digest", manifest["digest"][:16]),
+        ("samples", str(manifest.num_samples)),
+        ("classes", str(manifest.num_classes)),
+        ("layout", f"{manifest.layout.name} (V={manifest.num_joints})"),
+        ("T_max x M", f"{manifest.t_max} x {manifest.num_bodies}"),
+        ("shards", str(len(manifest.shards))),
+        ("digest", manifest.digest[:16]),
     ]
-    rows += [(f"split {name}", str(count)) for name, count in manifest["splits"].items()]
+    rows += [(f"split {name}", str(count)) for name, count in manifest.splits.items()]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

@@ -25,6 +25,7 @@ lists every shard with its row count, byte size and SHA-256.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -39,11 +40,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stars.errors import StarsError
-from stars.location import Location, is_uri, unsafe_name_reason
-from stars.skeleton import JointLayout, get_layout
+from stars.data.manifest import (
+    DataError,
+    FewshotSplit,
+    Manifest,
+    ShardEntry,
+    SplitPair,
+    fewshot_of,
+    verify_digest,
+)
+from stars.location import Location, is_uri
+from stars.skeleton import JointLayout
 
-SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 REPORT_NAME = "report.json"
 JOINTS = "joints"
@@ -60,10 +68,6 @@ META_COLUMNS = (
     "split_mask",
 )
 MAX_SPLITS = 63
-
-
-class DataError(StarsError):
-    """Bad input data: the message names the file or sample and the problem."""
 
 
 class SampleError(DataError):
@@ -320,7 +324,7 @@ class ShardWriter:
         self._joints.clear()
 
     # -- finishing ------------------------------------------------------------------------
-    def close(self) -> dict[str, Any]:
+    def close(self) -> Manifest:
         """Flush the last shard and write ``manifest.json``; returns the manifest."""
         if self._closed:
             raise RuntimeError("ShardWriter already closed")
@@ -328,27 +332,25 @@ class ShardWriter:
         self._closed = True
         if self._num_written == 0:
             raise DataError(f"no samples were written to {self.out_dir}")
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "num_samples": self._num_written,
-            "t_max": self.t_max,
-            "num_bodies": self.num_bodies,
-            "layout": self.layout.to_dict(),
-            "class_names": self.class_names,
-            "num_classes": len(self.class_names),
-            "class_counts": self._label_counts.tolist(),
-            "splits": dict(self._split_counts),
-            "split_bits": dict(self.split_bits),
-            "protocols": self.protocols,
-            "default_protocol": self.default_protocol,
-            "fewshot": self.fewshot,
-            "source": self.source,
-            "shards": self._shards,
-            "created_unix": int(time.time()),
-        }
-        manifest["digest"] = content_digest(manifest)
-        _atomic_write_text(self.out_dir / MANIFEST_NAME, json.dumps(manifest, indent=1))
-        return manifest
+        manifest = Manifest(
+            num_samples=self._num_written,
+            t_max=self.t_max,
+            num_bodies=self.num_bodies,
+            layout=self.layout,
+            class_names=tuple(self.class_names),
+            class_counts=tuple(int(c) for c in self._label_counts),
+            splits=dict(self._split_counts),
+            split_bits=dict(self.split_bits),
+            protocols={k: SplitPair(v["train"], v["test"]) for k, v in self.protocols.items()},
+            default_protocol=self.default_protocol,
+            fewshot=fewshot_of(self.fewshot),
+            recording=self.source,
+            shards=tuple(ShardEntry(**shard) for shard in self._shards),
+            created_unix=int(time.time()),
+        )
+        written = manifest.to_json()
+        _atomic_write_text(self.out_dir / MANIFEST_NAME, json.dumps(written, indent=1))
+        return dataclasses.replace(manifest, digest=written["digest"])
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -358,36 +360,13 @@ class ShardWriter:
             self.close()
 
 
-def content_digest(manifest: dict[str, Any]) -> str:
-    """SHA-256 over what defines the data: schema, layout, classes, splits and shard hashes.
-
-    Independent of file timestamps and of where the dataset lives, so two identical
-    conversions have the same digest.
-    """
-    core = {
-        k: manifest[k]
-        for k in (
-            "schema_version",
-            "num_samples",
-            "t_max",
-            "num_bodies",
-            "layout",
-            "class_names",
-            "splits",
-            "split_bits",
-        )
-    }
-    core["shards"] = [(s["file"], s["rows"], s["sha256"]) for s in manifest["shards"]]
-    return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()
-
-
 @dataclass(frozen=True)
 class SkeletonDataset:
     """A validated sharded dataset (see :func:`open_dataset`): ``root`` is a local directory
     (a ``Path``) or a URI such as ``s3://bucket/ntu60`` (a ``str``)."""
 
     root: Path | str
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def location(self) -> Location:
@@ -406,42 +385,42 @@ class SkeletonDataset:
     @property
     def shard_paths(self) -> list[str]:
         """Shard paths inside :attr:`filesystem` (local: plain paths)."""
-        return [self.location.path(s["file"]) for s in self.manifest["shards"]]
+        return [self.location.path(s.file) for s in self.manifest.shards]
 
     @property
     def num_samples(self) -> int:
-        return int(self.manifest["num_samples"])
+        return self.manifest.num_samples
 
     @property
     def layout(self) -> JointLayout:
-        return get_layout(self.manifest["layout"]["name"])
+        return self.manifest.layout
 
     @property
     def num_joints(self) -> int:
-        return int(self.manifest["layout"]["num_joints"])
+        return self.manifest.num_joints
 
     @property
     def t_max(self) -> int:
-        return int(self.manifest["t_max"])
+        return self.manifest.t_max
 
     @property
     def num_bodies(self) -> int:
-        return int(self.manifest["num_bodies"])
+        return self.manifest.num_bodies
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.manifest["class_names"])
+        return list(self.manifest.class_names)
 
     @property
     def num_classes(self) -> int:
-        return len(self.manifest["class_names"])
+        return self.manifest.num_classes
 
     @property
     def digest(self) -> str:
-        return str(self.manifest["digest"])
+        return self.manifest.digest
 
     def split_bit(self, split: str) -> int:
-        bits = self.manifest["split_bits"]
+        bits = self.manifest.split_bits
         if split not in bits:
             raise DataError(
                 f"dataset {self.root} has no split {split!r}; splits: {', '.join(bits)}"
@@ -452,18 +431,24 @@ class SkeletonDataset:
         if split is None:
             return self.num_samples
         self.split_bit(split)
-        return int(self.manifest["splits"][split])
+        return self.manifest.splits[split]
 
     def protocol(self, name: str | None = None) -> dict[str, str]:
         """Train/test split names of a protocol (default: the dataset's default)."""
-        name = name or self.manifest.get("default_protocol")
-        protocols = self.manifest.get("protocols") or {}
+        name = name or self.manifest.default_protocol
+        protocols = self.manifest.protocols
         if name not in protocols:
             raise DataError(
                 f"dataset {self.root} has no protocol {name!r}; "
                 f"protocols: {', '.join(protocols) or 'none'}"
             )
-        return dict(protocols[name], name=name)
+        pair = protocols[name]
+        return {"train": pair.train, "test": pair.test, "name": name}
+
+    @property
+    def fewshot(self) -> FewshotSplit | None:
+        """The held-out-class split, when the dataset has classes never seen in pre-training."""
+        return self.manifest.fewshot
 
     def read_split(
         self, split: str | None, columns: Sequence[str] | None = None
@@ -512,7 +497,8 @@ def _remote_location(root: str) -> Location:
     return Location.of(root)
 
 
-def load_manifest(root: str | Path) -> dict[str, Any]:
+def read_manifest_json(root: str | Path) -> tuple[dict[str, Any], Manifest]:
+    """(the JSON object, the parsed :class:`Manifest`) of the dataset at ``root``."""
     loc = dataset_location(str(root))
     path = loc.show(MANIFEST_NAME)
     if loc.size(MANIFEST_NAME) is None:
@@ -521,37 +507,15 @@ def load_manifest(root: str | Path) -> dict[str, Any]:
             "(build one with jobs/prepare_data.py)"
         )
     try:
-        manifest = json.loads(loc.read_bytes(MANIFEST_NAME))
+        raw = json.loads(loc.read_bytes(MANIFEST_NAME))
     except json.JSONDecodeError as err:
         raise DataError(f"{path} is not valid JSON: {err}") from err
-    for key in (
-        "schema_version",
-        "num_samples",
-        "shards",
-        "layout",
-        "class_names",
-        "splits",
-        "split_bits",
-        "digest",
-        "t_max",
-        "num_bodies",
-    ):
-        if key not in manifest:
-            raise DataError(f"{path} lacks the key {key!r}")
-    for shard in manifest["shards"] if isinstance(manifest["shards"], list) else [None]:
-        name = shard.get("file") if isinstance(shard, dict) else shard
-        why = unsafe_name_reason(name)
-        if why:
-            raise DataError(
-                f"{path}: shard name {name!r} {why}; a manifest lists shards by their plain "
-                "file names inside the dataset directory"
-            )
-    if manifest["schema_version"] != SCHEMA_VERSION:
-        raise DataError(
-            f"{path}: schema version {manifest['schema_version']} is not "
-            f"supported (this code reads version {SCHEMA_VERSION})"
-        )
-    return manifest
+    return raw, Manifest.from_json(raw, path)
+
+
+def load_manifest(root: str | Path) -> Manifest:
+    """The validated manifest of the dataset at ``root`` (its shards are not opened)."""
+    return read_manifest_json(root)[1]
 
 
 def open_dataset(root: str | Path, verify_checksums: bool = False) -> SkeletonDataset:
@@ -566,19 +530,17 @@ def open_dataset(root: str | Path, verify_checksums: bool = False) -> SkeletonDa
     """
     root = str(root) if is_uri(root) else Path(root)
     loc = dataset_location(str(root))
-    manifest = load_manifest(root)
-    expected = arrow_schema(
-        manifest["t_max"], manifest["num_bodies"], manifest["layout"]["num_joints"]
-    )
+    raw, manifest = read_manifest_json(root)
+    expected = arrow_schema(manifest.t_max, manifest.num_bodies, manifest.num_joints)
     total = 0
-    for shard in manifest["shards"]:
-        path, name = loc.path(shard["file"]), loc.show(shard["file"])
-        size = loc.size(shard["file"])
+    for shard in manifest.shards:
+        path, name = loc.path(shard.file), loc.show(shard.file)
+        size = loc.size(shard.file)
         if size is None:
             raise DataError(f"shard {name} listed in the manifest is missing")
-        if size != shard["bytes"]:
+        if size != shard.bytes:
             raise DataError(
-                f"shard {name}: {size} bytes on disk, manifest says {shard['bytes']}"
+                f"shard {name}: {size} bytes on disk, manifest says {shard.bytes}"
                 " (truncated or replaced)"
             )
         try:
@@ -586,26 +548,22 @@ def open_dataset(root: str | Path, verify_checksums: bool = False) -> SkeletonDa
             schema = pq.read_schema(path, filesystem=loc.filesystem)
         except (pa.ArrowException, OSError) as err:
             raise DataError(f"shard {name}: not a readable Parquet file ({err})") from err
-        if meta.num_rows != shard["rows"]:
-            raise DataError(f"shard {name}: {meta.num_rows} rows, manifest says {shard['rows']}")
+        if meta.num_rows != shard.rows:
+            raise DataError(f"shard {name}: {meta.num_rows} rows, manifest says {shard.rows}")
         if not schema.equals(expected, check_metadata=False):
             raise DataError(
                 f"shard {name}: schema does not match the manifest "
                 f"(expected joints {expected.field(JOINTS).type}, "
                 f"got {_describe(schema)})"
             )
-        if verify_checksums and _sha256(loc, shard["file"]) != shard["sha256"]:
+        if verify_checksums and _sha256(loc, shard.file) != shard.sha256:
             raise DataError(f"shard {name}: SHA-256 differs from the manifest (corrupted)")
-        total += shard["rows"]
-    if total != manifest["num_samples"]:
+        total += shard.rows
+    if total != manifest.num_samples:
         raise DataError(
-            f"{loc.show()}: shards hold {total} rows, manifest says {manifest['num_samples']}"
+            f"{loc.show()}: shards hold {total} rows, manifest says {manifest.num_samples}"
         )
-    if content_digest(manifest) != manifest["digest"]:
-        raise DataError(
-            f"{loc.show(MANIFEST_NAME)}: content digest does not match its own "
-            "entries (the manifest was edited)"
-        )
+    verify_digest(raw, loc.show(MANIFEST_NAME))
     return SkeletonDataset(root, manifest)
 
 

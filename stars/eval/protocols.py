@@ -95,9 +95,8 @@ class EvalContext:
 def fewshot_parts(data: SkeletonDataset, test_split: str) -> tuple[str, str | None, str]:
     """(gallery split, query split or None, description): the dataset's held-out-class
     split when it has one, else exemplars and queries both from the test split."""
-    fewshot = data.manifest.get("fewshot") or {}
-    if fewshot.get("gallery"):
-        return fewshot["gallery"], fewshot.get("query"), "novel classes"
+    if data.fewshot is not None:
+        return data.fewshot.gallery, data.fewshot.query, "novel classes"
     return test_split, None, "test split (classes seen in pre-training)"
 
 

@@ -337,7 +337,7 @@ def run_sweep(
     restoring = tune.Tuner.can_restore(experiment_path)
     stage2 = pin(req.stage2, pins, f"sweep.objective={objective}")
     if pins["stage2.monitor"] == "fewshot_val":
-        novel = (data.manifest.get("fewshot") or {}).get("classes") or []
+        novel = data.fewshot.classes if data.fewshot else ()
         if len(novel) < 4:
             raise ConfigError(
                 f"sweep.objective={objective} needs >= 4 held-out few-shot classes (half "

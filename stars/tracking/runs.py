@@ -136,8 +136,7 @@ def log_dataset(mlflow_client, run_id: str, data: Any, split: str) -> None:
     """``mlflow.log_input`` equivalent: the dataset's digest, path, layout and split sizes."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    manifest = data.manifest
-    profile = {"num_samples": data.num_samples, "splits": manifest.get("splits", {})}
+    profile = {"num_samples": data.num_samples, "splits": dict(data.manifest.splits)}
     schema = {
         "layout": data.layout.name,
         "num_joints": data.num_joints,
@@ -146,7 +145,7 @@ def log_dataset(mlflow_client, run_id: str, data: Any, split: str) -> None:
         "num_classes": data.num_classes,
     }
     dataset = Dataset(
-        name=manifest.get("name") or Path(data.root).name,
+        name=data.manifest.name or Path(data.root).name,
         digest=data.digest[:36],
         source_type="local" if "://" not in str(data.root) else "uri",
         source=json.dumps({"uri": str(data.root)}),

@@ -232,14 +232,14 @@ def run_stage2(
         datasets["monitor_bank"] = build_dataset(data, protocol["train"], "eval", cfg.data)
         datasets["monitor_query"] = build_dataset(data, protocol["test"], "eval", cfg.data)
     elif monitor == "fewshot_val":
-        fewshot = data.manifest.get("fewshot") or {}
-        if not fewshot.get("gallery"):
+        fewshot = data.fewshot
+        if fewshot is None:
             raise ConfigError(
                 f"stage2.monitor=fewshot_val needs held-out few-shot classes; {data.root} has "
                 "none (use stage2.monitor=holdout)"
             )
-        datasets["monitor_bank"] = build_dataset(data, fewshot["gallery"], "eval", cfg.data)
-        if fewshot.get("query"):
+        datasets["monitor_bank"] = build_dataset(data, fewshot.gallery, "eval", cfg.data)
+        if fewshot.query:
             datasets["monitor_query"] = build_dataset(data, fewshot["query"], "eval", cfg.data)
     steps = steps_per_epoch(data.split_size(split), cfg.scale.num_workers, cfg.data.batch_size)
     loop_config = {

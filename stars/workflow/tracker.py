@@ -22,10 +22,8 @@ HEADLINE_METRICS = ("knn_top1", "fewshot_1shot_mean", "fewshot_5shot_mean", "lin
 
 
 def dataset_name(data: SkeletonDataset) -> str:
-    source = data.manifest.get("source") or {}
-    return (
-        "synthetic" if source.get("format") == "synthetic" else Path(storage.shown(data.root)).name
-    )
+    synthetic = data.manifest.recording.get("format") == "synthetic"
+    return "synthetic" if synthetic else Path(storage.shown(data.root)).name
 
 
 def previous_run_id(storage_path: str, name: str) -> str:

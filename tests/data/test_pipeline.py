@@ -13,7 +13,7 @@ from stars.data.stream_check import run_stream_check
 @pytest.mark.ray
 def test_eval_stream_delivers_every_sample_exactly_once(ray_local, tiny_dataset, tmp_path):
     # Ray Train splits with equal=True: an even count is split without dropping anything.
-    split = next(s for s, n in tiny_dataset.manifest["splits"].items() if n % 2 == 0)
+    split = next(s for s, n in tiny_dataset.manifest.splits.items() if n % 2 == 0)
     expected = set(tiny_dataset.read_split(split, ["sample_index"])["sample_index"].tolist())
     records = run_stream_check(
         tiny_dataset, split, "eval", DataConfig(batch_size=7), tmp_path, epochs=2

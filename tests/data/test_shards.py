@@ -54,8 +54,8 @@ def test_round_trip_preserves_everything(tmp_path):
             w.add(s)
     ds = open_dataset(tmp_path / "ds", verify_checksums=True)
     assert ds.num_samples == 10 and len(ds.shard_paths) == 3  # 4 + 4 + 2 rows
-    assert ds.manifest["splits"] == {"train": 5, "test": 5}
-    assert ds.manifest["class_counts"] == [4, 3, 3]
+    assert ds.manifest.splits == {"train": 5, "test": 5}
+    assert ds.manifest.class_counts == (4, 3, 3)
     data = ds.read_split(None)
     assert data["joints"].shape == (10, 50, 2, 25, 3) and data["joints"].dtype == np.float32
     for i, s in enumerate(samples):

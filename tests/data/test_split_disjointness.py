@@ -83,26 +83,26 @@ def assert_sets_disjoint(ds: SkeletonDataset) -> None:
     """Each protocol's train and test ids are disjoint and non-empty, the few-shot gallery and
     query are disjoint and hold only the few-shot classes, and the split the jobs pre-train
     on holds none of those classes and none of those samples."""
-    protocols = ds.manifest["protocols"]
+    protocols = ds.manifest.protocols
     assert protocols
     for name, p in protocols.items():
-        train, test = _ids(ds, p["train"]), _ids(ds, p["test"])
+        train, test = _ids(ds, p.train), _ids(ds, p.test)
         assert len(train) and len(test), name
         assert not np.intersect1d(train, test).size, name
-    fewshot = ds.manifest.get("fewshot")
+    fewshot = ds.fewshot
     pre_splits = _job_pretrain_splits(ds)
     if not fewshot:
         assert pre_splits == {ds.protocol()["train"]}
         return
-    gallery, query = ds.read_split(fewshot["gallery"], ["sample_index", "label"]), None
+    gallery, query = ds.read_split(fewshot.gallery, ["sample_index", "label"]), None
     novel_ids = gallery["sample_index"]
     novel_labels = gallery["label"]
-    if fewshot.get("query"):
-        query = ds.read_split(fewshot["query"], ["sample_index", "label"])
+    if fewshot.query:
+        query = ds.read_split(fewshot.query, ["sample_index", "label"])
         assert not np.intersect1d(gallery["sample_index"], query["sample_index"]).size
         novel_ids = np.concatenate([novel_ids, query["sample_index"]])
         novel_labels = np.concatenate([novel_labels, query["label"]])
-    classes = set(fewshot["classes"])
+    classes = set(fewshot.classes)
     assert set(novel_labels.tolist()) <= classes
     for split in pre_splits:
         pre = ds.read_split(split, ["sample_index", "label"])
@@ -113,7 +113,7 @@ def assert_sets_disjoint(ds: SkeletonDataset) -> None:
 
 def _metadata_matches_ntu(ds: SkeletonDataset, variant: str) -> None:
     """Every sample's splits, read back from the dataset, are the field's for its name."""
-    bits = ds.manifest["split_bits"]
+    bits = ds.manifest.split_bits
     everyone = ds.read_split(None, ["sample_id", "split_mask"])
     for sid, mask in zip(
         everyone["sample_id"].tolist(), everyone["split_mask"].tolist(), strict=True
@@ -159,7 +159,7 @@ def test_ntu120_recordings_split_by_the_field_and_disjoint(ntu120_skeletons, tmp
     convert_ntu(ntu120_skeletons, tmp_path / "out", variant="ntu120", progress=False)
     ds = open_dataset(tmp_path / "out")
     _metadata_matches_ntu(ds, "ntu120")
-    assert ds.manifest["fewshot"]["classes"] == list(range(60, 120))
+    assert ds.fewshot.classes == tuple(range(60, 120))
     assert_sets_disjoint(ds)
 
 
@@ -177,7 +177,7 @@ def test_pyskl_files_split_by_the_field_and_disjoint(tmp_path, pyskl_ntu_file, v
         assert sorted(kept.tolist()) == sorted(members), split
     # ... and the splits derived from the names are the field's.
     for split in ("ntu60_xsub_train", "ntu60_xsub_test", "fewshot_gallery", "fewshot_query"):
-        if split not in ds.manifest["split_bits"]:
+        if split not in ds.manifest.split_bits:
             continue
         for sid in ds.read_split(split, ["sample_id"])["sample_id"].tolist():
             s, c, p, a = (int(sid[i + 1 : i + 4]) for i in (0, 4, 8, 16))
@@ -194,7 +194,7 @@ def test_nucla_views_are_the_fields_and_disjoint(shared_data, tmp_path):
     train = ds.read_split("xview_train", ["view"])["view"]
     test = ds.read_split("xview_test", ["view"])["view"]
     assert set(train.tolist()) == FIELD_NUCLA_XVIEW_TRAIN_VIEWS and set(test.tolist()) == {3}
-    subjects = ds.manifest["source"]["train_subjects"]
+    subjects = ds.manifest.recording["train_subjects"]
     assert set(ds.read_split("xsub_train", ["subject"])["subject"].tolist()) <= set(subjects)
     assert not set(ds.read_split("xsub_test", ["subject"])["subject"].tolist()) & set(subjects)
     assert_sets_disjoint(ds)
@@ -231,8 +231,8 @@ def test_synthetic_splits_are_disjoint_and_keep_novel_classes_out(tiny_dataset):
 
 def assert_sets_disjoint_where_populated(ds: SkeletonDataset) -> None:
     """Five real NTU-60 recordings leave some test splits empty: check what is there."""
-    for name, p in ds.manifest["protocols"].items():
-        assert not np.intersect1d(_ids(ds, p["train"]), _ids(ds, p["test"])).size, name
+    for name, p in ds.manifest.protocols.items():
+        assert not np.intersect1d(_ids(ds, p.train), _ids(ds, p.test)).size, name
     assert _job_pretrain_splits(ds) == {ds.protocol()["train"]}
 
 

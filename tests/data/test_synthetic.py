@@ -110,7 +110,7 @@ def test_ensure_synthetic_caches(tmp_path):
     )
     assert other != path
     ds = open_dataset(path, verify_checksums=True)
-    assert ds.manifest["fewshot"]["classes"] == [3]
+    assert ds.fewshot.classes == (3,)
     report = (path / "report.json").read_text()
     assert '"rejected": []' in report
 

@@ -53,12 +53,12 @@ def test_protocols_fit_on_the_training_split_and_score_the_test_split(
     assert not np.intersect1d(val["fitted"], val["scored"]).size
     assert np.array_equal(np.sort(np.concatenate([val["fitted"], val["scored"]])), train)
     assert not np.intersect1d(val["scored"], test).size  # the objective never sees the test
-    fewshot = tiny_dataset.manifest["fewshot"]
+    fewshot = tiny_dataset.fewshot
     assert np.array_equal(
-        np.sort(result.sets["fewshot"]["fitted"]), _ids(tiny_dataset, fewshot["gallery"])
+        np.sort(result.sets["fewshot"]["fitted"]), _ids(tiny_dataset, fewshot.gallery)
     )
     assert np.array_equal(
-        np.sort(result.sets["fewshot"]["scored"]), _ids(tiny_dataset, fewshot["query"])
+        np.sort(result.sets["fewshot"]["scored"]), _ids(tiny_dataset, fewshot.query)
     )
     assert result.info["sample_sets"]["linear"]["shared"] == 0
 

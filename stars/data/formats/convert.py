@@ -13,6 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from stars.data.manifest import Manifest
 from stars.data.prepare import write_report
 from stars.data.shards import DataError, Sample, SampleError, ShardWriter
 
@@ -36,7 +37,7 @@ class Parsed:
 
 @dataclass
 class ConversionResult:
-    manifest: dict[str, Any]
+    manifest: Manifest
     report: dict[str, Any]
 
 
@@ -154,7 +155,7 @@ def run_conversion(
     report = write_report(
         out_dir,
         seen=seen,
-        written=manifest["num_samples"],
+        written=manifest.num_samples,
         rejected=rejected,
         cleaning=dict(sorted(cleaning.items())),
     )

@@ -84,6 +84,8 @@ def parse_file(
     if map_to_ntu:
         x = kinect20_to_ntu25(x)
     x = x - x[0, 1]  # centre on the spine (NTU's spine mid) of the first frame
+    if not np.isfinite(x).all():  # a float64 value beyond float32's range became inf
+        raise Rejected("joint coordinates beyond float32's range")
     splits = {
         "xview_train" if view in XVIEW_TRAIN_VIEWS else "xview_test",
         "xsub_train" if subject in train_subjects else "xsub_test",

@@ -224,7 +224,7 @@ def test_arrays_mixed_with_malformed_files(shared_data, tmp_path):
     for sid, x in expected.items():
         np.testing.assert_array_equal(stored[sid][:, :1], x)
         assert not stored[sid][:, 1:].any()  # the absent second body is zeros
-    assert result.manifest["layout"]["num_joints"] == 20
+    assert result.manifest.num_joints == 20
     # With --train-subjects, the non-numeric subject is still only that row's problem.
     again = convert_arrays(src, tmp_path / "out2", train_subjects=[1, 2], workers=1, progress=False)
     assert again.report["written"] == len(expected)
@@ -238,11 +238,11 @@ def test_arrays_keep_long_sequences_by_default(tmp_path):
     np.save(src / "short.npy", rng.normal(size=(40, 17, 3)).astype(np.float32))
     (src / "index.csv").write_text("sample_id,label\nlong,a\nshort,b\n")
     result = convert_arrays(src, tmp_path / "out", workers=1, progress=False, test_fraction=0)
-    assert result.report["written"] == 2 and result.manifest["t_max"] == 936
+    assert result.report["written"] == 2 and result.manifest.t_max == 936
     capped = convert_arrays(
         src, tmp_path / "capped", workers=1, progress=False, test_fraction=0, max_frames=300
     )
-    assert capped.report["written"] == 2 and capped.manifest["t_max"] == 300
+    assert capped.report["written"] == 2 and capped.manifest.t_max == 300
     assert capped.report["cleaning"] == {"resampled to T_max=300 frames": 1}
 
 

@@ -54,7 +54,7 @@ def test_nucla_full_set(shared_data, tmp_path):
     )
     assert result.report["written"] == result.report["seen"] == 1484
     ds = open_dataset(tmp_path / "out")
-    assert ds.num_joints == 20 and ds.manifest["default_protocol"] == "xview"
+    assert ds.num_joints == 20 and ds.manifest.default_protocol == "xview"
     assert ds.split_size("xview_train") == 1020 and ds.split_size("xview_test") == 464
     meta = ds.read_split(None, ["view", "label", "num_frames"])
     assert Counter(meta["view"].tolist()) == {1: 516, 2: 504, 3: 464}
@@ -64,7 +64,7 @@ def test_nucla_full_set(shared_data, tmp_path):
     mapped = convert_nucla(
         shared_data / "nw_ucla" / "all_sqe", tmp_path / "mapped", map_to_ntu=True, progress=False
     )
-    assert mapped.manifest["layout"]["num_joints"] == 25
+    assert mapped.manifest.num_joints == 25
 
 
 def test_npz_round_trip_in_published_layout(tmp_path):
@@ -85,7 +85,7 @@ def test_npz_round_trip_in_published_layout(tmp_path):
     np.testing.assert_array_equal(np.concatenate(blocks), parts["train"][0])
     result = convert_npz(path, tmp_path / "out", progress=False, chunk=4)
     ds = open_dataset(tmp_path / "out")
-    assert result.report["written"] == 12 and ds.manifest["default_protocol"] == "xsub"
+    assert result.report["written"] == 12 and ds.manifest.default_protocol == "xsub"
     for part, (x, y) in parts.items():
         data = ds.read_split(f"xsub_{part}")
         np.testing.assert_array_equal(data["label"], y)
@@ -135,7 +135,7 @@ def test_arrays_with_split_column_and_bad_rows(tmp_path):
     assert reasons["clip10.npy"].startswith("joint count differs from the most common")
     assert reasons["clip11.npy"] == "single-frame sequence"
     ds = open_dataset(tmp_path / "out")
-    assert ds.num_joints == 17 and ds.manifest["layout"]["name"] == "generic17"
+    assert ds.num_joints == 17 and ds.manifest.layout.name == "generic17"
     assert ds.class_names == ["jump", "run", "walk"]
     assert ds.split_size("train") == 9 and ds.split_size("test") == 1
 
@@ -146,8 +146,8 @@ def test_arrays_subject_and_stratified_splits(tmp_path):
     ]
     root = _arrays(tmp_path, rows, [(12, 2, 25, 3)] * 20)
     by_subject = convert_arrays(root, tmp_path / "a", train_subjects=[1, 2], progress=False)
-    assert by_subject.manifest["splits"] == {"xsub_train": 8, "xsub_test": 12}
-    assert by_subject.manifest["layout"]["name"] == "ntu25"
+    assert by_subject.manifest.splits == {"xsub_train": 8, "xsub_test": 12}
+    assert by_subject.manifest.layout.name == "ntu25"
     convert_arrays(root, tmp_path / "b", test_fraction=0.3, seed=3, progress=False)
     test = open_dataset(tmp_path / "b").read_split("test", ["label"])["label"]
     assert np.bincount(test).tolist() == [3, 3]

@@ -12,6 +12,7 @@ from stars.cli.prepare_data import main as prepare_main
 from stars.data.formats.convert import Rejected
 from stars.data.formats.ntu import NtuOptions, parse_file
 from stars.data.formats.pyskl import convert_pyskl, write_annotation_file
+from stars.data.manifest import SplitPair
 from stars.data.shards import DataError, open_dataset
 
 
@@ -22,13 +23,13 @@ def test_ntu60_3d_file_keeps_every_split_label_and_digest(tmp_path, pyskl_ntu_fi
     assert result.report["written"] == result.report["seen"] == len(anns) == 120
     ds = open_dataset(tmp_path / "out")
     man = ds.manifest
-    assert man["source"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
-    assert man["source"]["declared_splits"] == {k: len(v) for k, v in split.items()}
-    assert man["protocols"] == {
-        "xsub": {"train": "xsub_train", "test": "xsub_test"},
-        "xview": {"train": "xview_train", "test": "xview_test"},
+    assert man.recording["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert man.recording["declared_splits"] == {k: len(v) for k, v in split.items()}
+    assert man.protocols == {
+        "xsub": SplitPair("xsub_train", "xsub_test"),
+        "xview": SplitPair("xview_train", "xview_test"),
     }
-    assert man["class_names"][0] == "drink water" and len(man["class_names"]) == 60
+    assert man.class_names[0] == "drink water" and len(man.class_names) == 60
     for name, members in split.items():
         got = ds.read_split(name.replace("_val", "_test"), ["sample_id"])["sample_id"]
         assert sorted(got.tolist()) == sorted(members)
@@ -56,9 +57,9 @@ def test_ntu120_file_gets_the_paper_fewshot_splits(tmp_path, pyskl_ntu_file):
     pyskl_ntu_file(src, "ntu120")
     convert_pyskl(src, tmp_path / "out", progress=False)
     ds = open_dataset(tmp_path / "out")
-    fs = ds.manifest["fewshot"]
-    assert fs["classes"] == list(range(60, 120)) and fs["pretrain_split"] == "ntu60_xsub_train"
-    assert set(ds.manifest["protocols"]) == {"xsub", "xset", "ntu60_xsub"}
+    fs = ds.fewshot
+    assert fs.classes == tuple(range(60, 120)) and fs.pretrain_split == "ntu60_xsub_train"
+    assert set(ds.manifest.protocols) == {"xsub", "xset", "ntu60_xsub"}
     pre = ds.read_split("ntu60_xsub_train", ["label"])["label"]
     novel = np.concatenate(
         [ds.read_split(s, ["label"])["label"] for s in ("fewshot_gallery", "fewshot_query")]
