@@ -5,7 +5,7 @@ The two entry points most users need from Python::
     import stars
 
     encoder = stars.create_encoder("paper")             # random init, the paper's model
-    encoder = stars.load_encoder("runs/demo-stage2/checkpoint_000002/checkpoint.pt")
+    encoder = stars.load_encoder("runs/demo-stage2/checkpoint_000002")
     features = encoder.forward_features(x)              # x (N, M, T, V, 3) -> (N, C)
 
 ``load_encoder`` reads any checkpoint the platform writes, a published MAMP / STARS file, an
