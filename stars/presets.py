@@ -62,8 +62,9 @@ PRESETS: dict[str, Preset] = {
     ),
     "small": Preset(
         "the CPU demo: minutes on 2 cores (dim 64, 4 blocks, T=32)",
-        # Departures from the paper that make MAMP learn in ~1,200 CPU steps (README, "What
-        # the method does on the embedded data"): raw motion targets, no augmentation, lr 2e-3.
+        # Departures from the paper that make MAMP learn in ~1,200 CPU steps (docs/training.md,
+        # "What the method does on the embedded data"): raw motion targets, no augmentation,
+        # lr 2e-3.
         model={**_SMALL_MODEL, "norm_target": False},
         data={
             "batch_size": 32,

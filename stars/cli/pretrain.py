@@ -34,7 +34,7 @@ EXAMPLES = """\
 examples:
   pretrain.py                                        the CPU demo on the embedded data
   pretrain.py --preset tiny --print-config           the resolved config, then exit
-  pretrain.py --recipe ntu60-xsub --data data/ntu60  a paper row (README: Reproducing the paper)
+  pretrain.py --recipe ntu60-xsub --data data/ntu60  a paper row (docs/paper.md)
   pretrain.py --data data/mine --set stage1.epochs=100 --set stage2.layer_decay=0.4
   pretrain.py --stage1 RUN_ID                        tune an existing stage-1 run again
   pretrain.py --seeds 3                              three lineages, intervals over seeds
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--recipe",
         choices=sorted(RECIPES),
         help="a published row: the paper preset, the released per-dataset values and the "
-        "dataset protocol; needs --data (README: Reproducing the paper)",
+        "dataset protocol; needs --data (docs/paper.md)",
     )
     parser.add_argument("--name", help="Ray run name prefix (default: generated); re-use resumes")
     parser.add_argument(
@@ -249,7 +249,7 @@ def check_recipe_data(name: str, data) -> None:
 
 
 def paper_table(name: str, measured: dict[str, dict[str, float]], over: str = "samples") -> str:
-    """The recipe's published numbers beside this run's (README: Reproducing the paper)."""
+    """The recipe's published numbers beside this run's (docs/paper.md)."""
     from stars.recipes import paper_rows
     from stars.workflow.group import format_table
 

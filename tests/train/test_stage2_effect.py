@@ -4,8 +4,8 @@ encoder's kNN accuracy and its few-shot accuracy on held-out classes.
 Run in-process with the worker's own pieces (TunedModel, contrastive_step, param groups with
 layer decay, the support queue), seeded, so the result is deterministic. The stage-1 encoder
 is the `small` architecture at initialisation: within a CPU test budget MAMP pre-training does
-not move kNN off its initial value (README, "What the method does on the embedded data"), so
-this checks what stage 2 adds to the features it is given.
+not move kNN off its initial value (docs/training.md, "What the method does on the embedded
+data"), so this checks what stage 2 adds to the features it is given.
 """
 
 from __future__ import annotations
