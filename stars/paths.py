@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stars.location import Location, LocationError, is_uri
+from stars.location import Location, LocationError
 from stars.storage import StorageError
 
 __all__ = ["StorageError", "check_kept", "check_tracking_uri", "job_package_dir"]
@@ -40,7 +40,7 @@ def working_dir() -> Path:
 def check_kept(key: str, value: str, flag: str, cwd: Path | None = None) -> str:
     """``value`` as an absolute path or a URI that outlives the job; refuses a path inside a
     ``ray job submit`` package copy, naming the key and the ``flag`` that sets it."""
-    if is_uri(value):
+    if Location(value).remote:
         try:
             Location.of(value, "storage")  # a bad scheme or query fails now, not after training
         except LocationError as err:

@@ -117,9 +117,10 @@ def job_console(
 
     ``publish_to``: a URI the log file is copied to when the block ends, however it ends."""
     from stars import storage
+    from stars.location import Location
 
     route_library_logs(log_file, verbose)
-    kept = publish_to if storage.is_uri(publish_to) else ""
+    kept = publish_to if publish_to and Location(publish_to).remote else ""
     if log_file is not None and not verbose:
         also = f", copied to {storage.shown(kept)} at the end" if kept else ""
         print(f"[stars] Ray and MLflow logs: {log_file}{also} (--verbose shows them here)")

@@ -22,6 +22,7 @@ from stars.config import load_layers
 from stars.errors import StarsError
 from stars.eval.config import EvalJobConfig
 from stars.eval.protocols import FEATURE_PROTOCOLS, PROTOCOLS, TRAINING_PROTOCOLS
+from stars.location import Location
 from stars.presets import job_preset
 
 EXAMPLES = """\
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += [(f"artifact {k}", v) for k, v in sorted(result.artifacts.items())]
     if tracker.enabled:
         rows.append(("MLflow", f"{tracker.uri} (experiment {tracker.experiment} or the source's)"))
-    if storage.is_uri(kept):
+    if Location(str(kept)).remote:
         rows.append(("outputs kept at", storage.shown(kept)))
     print(table(rows))
     return 0

@@ -235,8 +235,9 @@ def kept_copy(local: str, kept_dir: str) -> str:
     """A results file as kept: its path, or its URI when the sweep's storage is one."""
     from pathlib import Path
 
-    from stars.storage import is_uri, join, shown
+    from stars.location import Location
 
-    if not is_uri(kept_dir):
+    kept = Location(kept_dir)
+    if not kept.remote:
         return local
-    return f"{shown(join(kept_dir, Path(local).name))} (local copy {local})"
+    return f"{kept.join(Path(local).name).shown} (local copy {local})"

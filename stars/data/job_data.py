@@ -4,23 +4,22 @@ split stage 1 pre-trains on."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from stars import storage
 from stars.data.config import DataConfig, SyntheticConfig
 from stars.data.prepare import ensure_synthetic, synthetic_dir_name
 from stars.data.shards import MANIFEST_NAME, SkeletonDataset, open_dataset
-from stars.location import is_uri
+from stars.location import Location
 from stars.paths import check_kept
 
 
 def resolve_data(cfg: DataConfig, progress: bool = True) -> SkeletonDataset:
     """The dataset of a job: ``data.path`` or the embedded synthetic set (generated once)."""
     if cfg.path:
-        return open_dataset(cfg.path if is_uri(cfg.path) else Path(cfg.path))
+        return open_dataset(cfg.path)
     flag = "--set data.synthetic.cache_dir"
     cache = check_kept("data.synthetic.cache_dir", cfg.synthetic.cache_dir, flag)
-    if is_uri(cache):
+    if Location(cache).remote:
         return open_dataset(synthetic_at_uri(cfg.synthetic, cache, progress))
     return open_dataset(ensure_synthetic(cfg.synthetic, progress=progress))
 

@@ -26,7 +26,6 @@ lists every shard with its row count, byte size and SHA-256.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import os
@@ -49,7 +48,7 @@ from stars.data.manifest import (
     fewshot_of,
     verify_digest,
 )
-from stars.location import Location, is_uri
+from stars.location import Location
 from stars.skeleton import JointLayout
 
 MANIFEST_NAME = "manifest.json"
@@ -375,12 +374,12 @@ class SkeletonDataset:
     @property
     def filesystem(self) -> Any:
         """The pyarrow file system of a URI dataset; None for a local one (read as is)."""
-        return self.location.filesystem if is_uri(self.root) else None
+        return self.location.reader_filesystem
 
     @property
     def absolute_root(self) -> str:
         """The root as jobs record it: a URI as given, a local path made absolute."""
-        return str(self.root) if is_uri(self.root) else str(Path(self.root).resolve())
+        return self.location.absolute
 
     @property
     def shard_paths(self) -> list[str]:
@@ -487,13 +486,8 @@ class SkeletonDataset:
 
 
 def dataset_location(root: str) -> Location:
-    """The :class:`Location` of a dataset root; a URI's is made once per process (opening an
-    S3 bucket without ``?region=`` asks S3 for its region)."""
-    return _remote_location(root) if is_uri(root) else Location.of(root)
-
-
-@functools.lru_cache(maxsize=32)
-def _remote_location(root: str) -> Location:
+    """The :class:`Location` of a dataset root (a URI's file system is opened once per
+    process)."""
     return Location.of(root)
 
 
@@ -528,7 +522,7 @@ def open_dataset(root: str | Path, verify_checksums: bool = False) -> SkeletonDa
     Raises:
         DataError naming the shard and the mismatch.
     """
-    root = str(root) if is_uri(root) else Path(root)
+    root = str(root) if Location(str(root)).remote else Path(root)
     loc = dataset_location(str(root))
     raw, manifest = read_manifest_json(root)
     expected = arrow_schema(manifest.t_max, manifest.num_bodies, manifest.num_joints)

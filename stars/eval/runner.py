@@ -31,7 +31,7 @@ from stars.data.shards import SkeletonDataset
 from stars.eval.config import EvalConfig
 from stars.eval.feature_cache import RAW_POSE, FeatureCache
 from stars.eval.protocols import PROTOCOLS, TRAINING_PROTOCOLS, EvalContext
-from stars.location import is_uri
+from stars.location import Location
 from stars.metrics.feature_set import FeatureSet
 from stars.metrics.outcomes import OUTCOMES_FILE, Outcomes
 from stars.storage import shown
@@ -75,7 +75,7 @@ def evaluate(
         run_name: prefix of the Ray Train runs of the training protocols.
         label: this encoder's title in the t-SNE picture.
     """
-    if str(checkpoint) != RAW_POSE and not is_uri(checkpoint):
+    if str(checkpoint) != RAW_POSE and not Location(str(checkpoint)).remote:
         checkpoint = Path(checkpoint).resolve()
     checkpoint = str(checkpoint)
     out = Path(out_dir)

@@ -25,7 +25,7 @@ import torch
 from stars import storage
 from stars.config import from_dict
 from stars.errors import StarsError
-from stars.location import is_uri
+from stars.location import Location
 from stars.model.config import ModelConfig
 from stars.model.encoder import SkeletonEncoder
 from stars.model.mamp import MAMP
@@ -150,7 +150,7 @@ def registered_checkpoint(run_dir: str) -> str:
     from ray.train import Result
 
     try:
-        result = Result.from_path(run_dir if is_uri(run_dir) else str(Path(run_dir).resolve()))
+        result = Result.from_path(Location(run_dir).absolute)
     except (RuntimeError, OSError, ValueError) as err:
         raise CheckpointError(
             f"cannot read Ray Train's record of {storage.shown(run_dir)}: {err}"
@@ -167,7 +167,7 @@ def read(path: str | Path) -> dict[str, Any]:
     file or a checkpoint directory, local or at a URI (``s3://.../checkpoint_000009``)."""
     if str(path).startswith(MLFLOW_SCHEMES):
         path = registered_model_file(str(path))
-    if is_uri(path):
+    if Location(str(path)).remote:
         return _read_uri(str(path))
     path = Path(path)
     if path.is_dir():

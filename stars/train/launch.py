@@ -16,7 +16,7 @@ from stars.data.job_data import pretrain_split
 from stars.data.pipeline import build_base_dataset, build_dataset, fits_in_memory
 from stars.data.shards import SkeletonDataset
 from stars.interrupts import wait_in_main_thread
-from stars.location import is_uri
+from stars.location import Location
 from stars.model.checkpoint import CHECKPOINT_FILE
 from stars.paths import check_kept
 from stars.tracking.epoch_metrics import RunRef
@@ -41,8 +41,7 @@ def check_storage(scale: ScaleConfig) -> str:
     directory that, on several nodes, all of them see."""
     flag = "--set scale.storage_path"
     path = check_kept("scale.storage_path", scale.storage_path, flag)
-    if is_uri(path):
-        storage.check_writable(path, "scale.storage_path", flag)
+    storage.check_writable(path, "scale.storage_path", flag)  # a URI is probed now
     check_shared(path, "scale.storage_path", "Set --set scale.storage_path to")
     return path
 
@@ -218,7 +217,7 @@ def run_stage2(
     from stars.train.stage2 import stage2_worker
 
     # Workers on any node read the source where it is kept: a shared path or a URI.
-    source_file = str(source) if is_uri(source) else str(Path(source).resolve())
+    source_file = Location(str(source)).absolute
     check_data_readable(data)
     split = pretrain_split(data, cfg.data.protocol)
     in_memory = fits_in_memory(data, split, cfg.data, cfg.scale.num_workers)

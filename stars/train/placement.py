@@ -15,7 +15,7 @@ from pathlib import Path
 
 from stars.data.shards import DataError, SkeletonDataset
 from stars.errors import StarsError
-from stars.location import is_uri
+from stars.location import Location
 from stars.storage import StorageError, shown
 from stars.train.config import ScaleConfig
 
@@ -53,7 +53,7 @@ def check_shared(path: str, what: str, flag: str) -> None:
         }
         return {node: ray.get(ref, timeout=120) for node, ref in refs.items()}
 
-    if is_uri(path):
+    if Location(path).remote:
 
         @ray.remote(num_cpus=0)
         def writes(uri: str) -> str:

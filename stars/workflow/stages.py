@@ -8,7 +8,6 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from stars import storage
 from stars.config import to_dict
@@ -17,7 +16,7 @@ from stars.data.shards import SkeletonDataset
 from stars.errors import JobError
 from stars.eval.config import EvalConfig
 from stars.eval.runner import EvalResult, evaluate
-from stars.location import is_uri
+from stars.location import Location
 from stars.metrics.feature_set import FeatureSet
 from stars.metrics.outcomes import Outcomes
 from stars.model.checkpoint import CHECKPOINT_FILE, resolve_checkpoint, write_random_init
@@ -400,4 +399,4 @@ def reachable(location: str) -> bool:
 
 def stage1_from_checkpoint(path: str) -> Stage1Ref:
     found = resolve_checkpoint(path)
-    return Stage1Ref(found if is_uri(found) else str(Path(found).resolve()))
+    return Stage1Ref(Location(found).absolute)
