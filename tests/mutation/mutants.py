@@ -95,7 +95,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "the job pre-trains on the protocol's training split, not the few-shot one",
         "stars/data/job_data.py",
-        'if not protocol and fewshot.get("pretrain_split"):',
+        "if not protocol and fewshot is not None and fewshot.pretrain_split:",
         "if False:",
         (SPLITS,),
     ),
