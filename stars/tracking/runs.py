@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -14,7 +13,9 @@ from stars import interrupts
 from stars.config import dump_yaml, flatten
 from stars.tracking import liveness
 
-MAX_PARAM_CHARS = 500  # long values are truncated in params; the YAML artifact has them whole
+# MLflow's own limit (mlflow.utils.validation.MAX_PARAM_VAL_LENGTH); the YAML artifact has
+# every value whole.
+MAX_PARAM_CHARS = 6000
 
 # Lineage tags.
 STAGE = "stars.stage"
@@ -85,20 +86,27 @@ def find_runs(mlflow_client, experiment: str, **tags: str) -> list:
 
 
 def code_version(repo: Path | None = None) -> dict[str, str]:
-    """Git sha and dirty flag of the code that runs (``unknown`` outside a checkout)."""
+    """Git sha and dirty flag of the code that runs (``unknown`` outside a checkout, e.g. in
+    ``ray job submit``'s package copy), read with GitPython as MLflow's own git context does;
+    the sha also goes under MLflow's standard ``mlflow.source.git.commit`` tag."""
     repo = repo or Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-
+    unknown = {"stars.git_sha": "unknown", "stars.git_dirty": "unknown"}
     try:
-        sha = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        return {"stars.git_sha": "unknown", "stars.git_dirty": "unknown"}
-    return {"stars.git_sha": sha, "stars.git_dirty": str(dirty).lower()}
+        import git  # GitPython, an MLflow dependency; importing it fails without a git binary
+    except ImportError:
+        return unknown
+    try:
+        # The context manager ends the `git cat-file` helpers GitPython keeps running.
+        with git.Repo(repo) as checkout:
+            sha = checkout.head.commit.hexsha
+            dirty = checkout.is_dirty(untracked_files=False)
+    except (OSError, ValueError, git.GitError):
+        return unknown
+    return {
+        "stars.git_sha": sha,
+        "stars.git_dirty": str(dirty).lower(),
+        "mlflow.source.git.commit": sha,
+    }
 
 
 def params_of(cfg: Any) -> dict[str, str]:
@@ -120,16 +128,13 @@ def log_metrics(mlflow_client, run_id: str, metrics: Mapping[str, Any], step: in
         for key, value in metrics.items()
         if isinstance(value, (int, float)) and not isinstance(value, bool)
     ]
-    for lo in range(0, len(batch), 1000):
-        mlflow_client.log_batch(run_id, metrics=batch[lo : lo + 1000])
+    mlflow_client.log_batch(run_id, metrics=batch)  # MLflow splits it into allowed batches
 
 
 def log_params(mlflow_client, run_id: str, params: Mapping[str, str]) -> None:
     from mlflow.entities import Param
 
-    items = [Param(k, v) for k, v in params.items()]
-    for lo in range(0, len(items), 100):
-        mlflow_client.log_batch(run_id, params=items[lo : lo + 100])
+    mlflow_client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
 
 
 def log_dataset(mlflow_client, run_id: str, data: Any, split: str) -> None:

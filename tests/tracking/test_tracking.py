@@ -164,3 +164,30 @@ def test_trials_that_tie_or_score_worse_leave_the_alias_and_add_no_version(tmp_p
     assert offer(0.70, 0.51)  # its lower bound clears the holder's value
     held, versions = state()
     assert versions == 2 and held != first[0]
+
+
+def test_code_version_reads_the_checkout_and_says_unknown_outside_one(tmp_path):
+    import subprocess
+
+    from stars.tracking.runs import code_version
+
+    assert code_version(tmp_path)["stars.git_sha"] == "unknown"
+
+    def run(*a):
+        return subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)
+
+    run("init", "-q")
+    (tmp_path / "f.py").write_text("x = 1\n")
+    run("add", "f.py")
+    run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    sha = subprocess.run(
+        ["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    clean = code_version(tmp_path)
+    assert clean == {
+        "stars.git_sha": sha,
+        "stars.git_dirty": "false",
+        "mlflow.source.git.commit": sha,
+    }
+    (tmp_path / "f.py").write_text("x = 2\n")
+    assert code_version(tmp_path)["stars.git_dirty"] == "true"
