@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
 from stars.data.manifest import (
@@ -457,19 +459,15 @@ class SkeletonDataset:
         Returns columns as numpy arrays; ``joints`` is (N, T_max, M, V, 3) float32.
         """
         columns = list(columns) if columns is not None else [*META_COLUMNS, JOINTS]
-        need = list(dict.fromkeys([*columns, "split_mask"]))
-        parts = []
-        for path in self.shard_paths:
-            try:
-                table = pq.read_table(path, columns=need, filesystem=self.filesystem)
-            except (pa.ArrowException, OSError) as err:
-                raise DataError(f"shard {path}: cannot be read ({err})") from err
-            if split is not None:
-                bit = 1 << self.split_bit(split)
-                keep = (table.column("split_mask").to_numpy() & bit) != 0
-                table = table.filter(pa.array(keep))
-            parts.append(table)
-        table = pa.concat_tables(parts)
+        keep = None
+        if split is not None:  # one scan, the split's bit tested inside Arrow
+            bit = pa.scalar(1 << self.split_bit(split), pa.int64())
+            keep = pc.not_equal(pc.bit_wise_and(pds.field("split_mask"), bit), 0)
+        try:
+            shards = pds.dataset(self.shard_paths, format="parquet", filesystem=self.filesystem)
+            table = shards.to_table(columns=columns, filter=keep)
+        except (pa.ArrowException, OSError) as err:
+            raise DataError(f"dataset {self.location.shown}: cannot be read ({err})") from err
         out: dict[str, np.ndarray] = {}
         for name in columns:
             col = table.column(name)
