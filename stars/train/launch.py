@@ -239,7 +239,7 @@ def run_stage2(
             )
         datasets["monitor_bank"] = build_dataset(data, fewshot.gallery, "eval", cfg.data)
         if fewshot.query:
-            datasets["monitor_query"] = build_dataset(data, fewshot["query"], "eval", cfg.data)
+            datasets["monitor_query"] = build_dataset(data, fewshot.query, "eval", cfg.data)
     steps = steps_per_epoch(data.split_size(split), cfg.scale.num_workers, cfg.data.batch_size)
     loop_config = {
         "job": to_dict(cfg),
