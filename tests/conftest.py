@@ -25,6 +25,9 @@ from stars.data.synthetic import SyntheticSpec
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+# Ray Train's watcher for spot-instance draining: one process more per training run, and no
+# node here is ever drained (the lost-node tests kill theirs).
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\..*")
 
 
@@ -125,6 +128,18 @@ def tiny_dataset(tiny_dataset_dir: Path):
     return open_dataset(tiny_dataset_dir, verify_checksums=True)
 
 
+def _start_local_ray(tmp: str) -> None:
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _temp_dir=tmp,
+        configure_logging=False,
+    )
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A local Ray instance (2 CPUs) for the whole session; shut down, processes and all."""
@@ -133,18 +148,41 @@ def ray_local():
     # Ray's socket paths must stay short: keep its temp dir directly under /tmp.
     tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     os.environ["RAY_TMPDIR"] = tmp
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        _temp_dir=tmp,
-        configure_logging=False,
-    )
+    _start_local_ray(tmp)
     try:
         yield ray
     finally:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def ray_resources_given_back(request):
+    """After each test on the session's Ray instance, every CPU is free again. A test that
+    leaves a placement group or an actor holding CPUs fails here, by name, and Ray is
+    restarted, so the tests after it do not wait for CPUs that never come back."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized() or "ray_local" not in request.fixturenames:
+        return
+    total = ray.cluster_resources().get("CPU", 0.0)
+    deadline = time.time() + 60
+    while ray.available_resources().get("CPU", 0.0) < total and time.time() < deadline:
+        time.sleep(0.5)
+    free = ray.available_resources().get("CPU", 0.0)
+    if free >= total:
+        return
+    held = [
+        f"{pg_id[:8]} {pg['bundles']}"
+        for pg_id, pg in ray.util.placement_group_table().items()
+        if pg["state"] != "REMOVED"
+    ]
+    ray.shutdown()
+    _start_local_ray(os.environ["RAY_TMPDIR"])
+    pytest.fail(
+        f"{total - free:g} of {total:g} CPUs still held 60 s after the test "
+        f"(placement groups: {', '.join(held) or 'none'}); Ray was restarted"
+    )
 
 
 def free_port() -> int:

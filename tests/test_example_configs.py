@@ -127,6 +127,6 @@ def test_sweep_config_runs(ray_local, tiny_dataset_dir, tmp_path, monkeypatch):
     args = ["--preset", "tiny", "--stage1", str(source), "--data", str(tiny_dataset_dir)]
     args += ["--config", str(CONFIGS / "sweep-tiny.yaml"), "--name", "cfg"]
     args += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]  # a sweep is tracked
-    args += ["--set", "sweep.num_samples=2", "--set", f"scale.storage_path={tmp_path / 'runs'}"]
+    args += ["--set", "sweep.num_samples=1", "--set", f"scale.storage_path={tmp_path / 'runs'}"]
     assert sweep_main(args) == 0
     assert (tmp_path / "runs" / "sweeps" / "cfg" / "results" / "best_stage2.yaml").exists()

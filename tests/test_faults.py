@@ -150,7 +150,9 @@ def _epoch_started(job: Job):
 
 
 def test_ctrl_c_ends_runs_killed_then_resume_clears_the_record(place):
-    args = [*place["common"], "--name", "cc", "--set", "stage1.epochs=8"]
+    # Stage 1 alone: the interruption and the resume are the point, not stage 2.
+    args = [*place["common"], "--name", "cc", "--stage1-only", "--protocols", ""]
+    args += ["--set", "stage1.epochs=8"]
     job = Job("pretrain.py", args, place["tmp"])
     run_dir = place["tmp"] / "runs" / "cc-stage1"
     try:

@@ -20,7 +20,7 @@ from stars.tracking import runs as tr
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-EPOCHS = 40  # tiny epochs take 0.2-2.5 s: the loss lands mid-run
+EPOCHS = 24  # tiny epochs take 0.2-2.5 s: the loss lands mid-run
 
 SCRIPT = textwrap.dedent(
     """

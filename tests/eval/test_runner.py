@@ -36,7 +36,8 @@ def _job(dataset_dir, tmp_path, **eval_overrides):
     tree = job_preset("tiny", "eval")
     tree["data"]["path"] = str(dataset_dir)
     tree["eval"].update(eval_overrides)
-    tree["scale"] = {"storage_path": str(tmp_path / "runs")}
+    # One checkpoint, after the last epoch: what the tests read, without a write per epoch.
+    tree["scale"] = {"storage_path": str(tmp_path / "runs"), "checkpoint_every": 1000}
     layered = load_layers(EvalJobConfig, tree)
     return resolve_eval(layered, open_dataset(dataset_dir), preset("tiny"), "tiny")
 
