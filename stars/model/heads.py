@@ -33,15 +33,23 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
         """x (B, C) -> (B, C)."""
         if not self.training:
             return super().forward(x)
+        # Sums, not per-worker means, go through the all-reduce: workers may hold different
+        # batch sizes (a last partial batch), and E[x^2] - E[x]^2 over the summed moments is
+        # the global batch's variance whatever the split. The all-reduce is the autograd one,
+        # so every worker's gradient also sees the other workers' rows through mean and var,
+        # as a single process on the concatenated batch would.
         count = _global_sum(torch.tensor([float(x.shape[0])], device=x.device, dtype=x.dtype))
         mean = _global_sum(x.sum(dim=0)) / count
         var = _global_sum((x * x).sum(dim=0)) / count - mean * mean
         with torch.no_grad():
             n = float(count.item())
+            # Normalisation uses the biased variance (as nn.BatchNorm1d does); the running
+            # estimate used at evaluation stores the unbiased one, also as nn.BatchNorm1d.
             unbiased = var * n / max(n - 1.0, 1.0)
             self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean.detach())
             self.running_var.mul_(1 - self.momentum).add_(self.momentum * unbiased.detach())
             self.num_batches_tracked += 1
+        # One-pass moments can go slightly negative in float rounding: clamp before the root.
         out = (x - mean) / torch.sqrt(var.clamp_min(0) + self.eps)
         if self.affine:
             out = out * self.weight + self.bias

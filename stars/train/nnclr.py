@@ -67,11 +67,17 @@ class SupportQueue(nn.Module):
         ``size`` rows survive (as if written one by one)."""
         n = feats.shape[0]
         if n > self.size:
+            # A global batch larger than the queue (many workers, a small queue): writing row
+            # by row would overwrite the first rows with later ones, so only the last `size`
+            # rows survive, and they land where row-by-row writing would have put them; the
+            # pointer ends where it would after all n writes.
             feats, ids = feats[-self.size :], ids[-self.size :]
             start = (int(self.ptr) + n - self.size) % self.size
             n = self.size
         else:
             start = int(self.ptr)
+        # Slot indices modulo the size: a batch that crosses the end of the buffer continues
+        # at slot 0 in the same indexed write, with no split into two copies.
         slots = (start + torch.arange(n, device=self.feats.device)) % self.size
         self.feats[slots] = feats.to(self.feats.dtype)
         self.ids[slots] = ids.to(self.ids.device)
@@ -90,6 +96,9 @@ class SupportQueue(nn.Module):
         similar. A row with no valid entry (an empty queue) gets itself back.
         """
         sims = z @ self.feats.T  # (B, size)
+        # A sample's own past projection is the most similar entry but no neighbour (it would
+        # turn the loss into instance discrimination against an older self), and empty slots
+        # (id -1, zeros) would otherwise tie at similarity 0 early in training.
         invalid = (self.ids[None, :] == ids[:, None]) | (self.ids[None, :] < 0)
         sims = sims.masked_fill(invalid, float("-inf"))
         k = min(topk, self.size)
@@ -122,6 +131,8 @@ def nnclr_loss(
     """
     rank, _ = _world()
     B = p_local.shape[0]
+    # Row i of this worker is row rank*B + i of the gathered predictions (all_gather keeps
+    # rank order, and every rank holds B rows: the loader drops last partial batches).
     labels = torch.arange(B, device=p_local.device) + rank * B
     p_all = gather_with_grad(p_local)
     logits = nn_local @ p_all.T / temperature  # (B, B*world)

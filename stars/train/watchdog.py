@@ -90,6 +90,9 @@ class LostNodeWatchdog:
                 continue
             ids = {n["NodeID"] for n in alive}
             lost = {i: ip for i, ip in self._started.items() if i not in ids}
+            # A lost node with room left elsewhere is Ray Train's to handle (it restarts the
+            # group there); only a lost node and no room, for the whole timeout, stops the run,
+            # so a node that comes back or an autoscaler that adds one in time lets it go on.
             if not lost or fits(alive, self.per_worker, self.workers):
                 short_since = None
                 continue
@@ -105,6 +108,8 @@ class LostNodeWatchdog:
                 "kept: the same command (same --name) resumes from the last one once the "
                 "cluster has room, or set scale.num_workers / scale.cpus_per_worker to fit"
             )
+            # A thread cannot raise in another one; a signal to our own process runs its
+            # handler in the main thread, inside the blocking get of trainer.fit().
             self.interrupt()
             return
 
@@ -118,6 +123,8 @@ class LostNodeWatchdog:
         if self._thread is not None:
             self._thread.join(timeout=10)
             signal.signal(signal.SIGUSR2, self._previous)
+        # The handler's _StopRun (a KeyboardInterrupt, so Ray lets it through) becomes the
+        # named error here, whatever Ray wrapped it in on the way out of fit().
         if self.reason is not None:
             raise NodeLostError(self.reason) from None
         return False

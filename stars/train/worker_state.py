@@ -77,6 +77,10 @@ def load_resume_state() -> dict[str, Any] | None:
     """The payload of the run's latest checkpoint when Ray restarted or resumed us."""
     import ray.train
 
+    # Ray Train hands back only a checkpoint its controller registered (the report went
+    # through), never a checkpoint directory a dying worker was still writing; after a
+    # worker or node failure, or a job started again under the same name, that is the
+    # newest complete epoch.
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return None
@@ -91,10 +95,15 @@ def resume_position(
 
     Only rank 0 checkpoints its RNG state; the other ranks draw fresh, distinct streams.
     """
+    # Checkpoints are written after an epoch ends, so the run goes on at the next epoch:
+    # the epochs since the last checkpoint run again, the ones before it never do. The
+    # learning-rate schedule follows the restored global step, not the restart.
     start_epoch = int(resumed["epoch"]) + 1
     if rank == 0:
         restore_rng(resumed["rng"])
     else:
+        # Not the streams of the first run (those would repeat its epoch-0 draws), and
+        # distinct per rank and per resume point; 7919 (a prime) keeps them from colliding.
         seed_everything(seed + rank + 7919 * start_epoch)
     return start_epoch, int(resumed["global_step"]), list(resumed.get("history", []))
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-
 import numpy as np
 import pytest
 import torch
@@ -117,12 +114,6 @@ def test_nearest_neighbour_excludes_own_id_and_empty_slots():
     assert len(picks) == 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _reference_grads(x, ids, queue_state):
     model = _model(seed=5)
     queue = SupportQueue(8, CFG.dim)
@@ -133,12 +124,13 @@ def _reference_grads(x, ids, queue_state):
     return loss.detach(), grads, {k: v.numpy().copy() for k, v in queue.state_dict().items()}
 
 
-def _distributed_worker(rank, world, port, x, ids, queue_state, out):
+def _distributed_worker(rank, world, rendezvous, x, ids, queue_state, out):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # A file rendezvous: a port picked beforehand can be taken by another process (Ray's
+    # workers bind ports all the time) before both workers have bound it.
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     model = _model(seed=5)
     ddp = DistributedDataParallel(model)
     queue = SupportQueue(8, CFG.dim)
@@ -162,7 +154,7 @@ def _distributed_worker(rank, world, port, x, ids, queue_state, out):
     dist.destroy_process_group()
 
 
-def test_two_gloo_workers_match_one_process_on_the_concatenated_batch():
+def test_two_gloo_workers_match_one_process_on_the_concatenated_batch(tmp_path):
     x, ids = _batch(8, seed=3), torch.arange(8)
     queue = SupportQueue(8, CFG.dim)
     g = torch.Generator().manual_seed(2)
@@ -173,9 +165,11 @@ def test_two_gloo_workers_match_one_process_on_the_concatenated_batch():
     ref_loss, ref_grads, ref_queue = _reference_grads(x, ids, queue.state_dict())
     ctx = tmp_mp.get_context("spawn")
     out = ctx.Queue()
-    port = _free_port()
+    rendezvous = tmp_path / "rendezvous"
     procs = [
-        ctx.Process(target=_distributed_worker, args=(r, 2, port, x, ids, queue.state_dict(), out))
+        ctx.Process(
+            target=_distributed_worker, args=(r, 2, rendezvous, x, ids, queue.state_dict(), out)
+        )
         for r in range(2)
     ]
     for p in procs:
