@@ -173,7 +173,7 @@ def ray_resources_given_back(request):
     if free >= total:
         return
     held = [
-        f"{pg_id[:8]} {pg['bundles']}"
+        f"{pg_id[:8]} {pg.get('bundles', '?')}"
         for pg_id, pg in ray.util.placement_group_table().items()
         if pg["state"] != "REMOVED"
     ]
