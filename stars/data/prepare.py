@@ -16,27 +16,15 @@ from tqdm import tqdm
 from stars.data.config import SyntheticConfig
 from stars.data.manifest import Manifest
 from stars.data.shards import MANIFEST_NAME, REPORT_NAME, ShardWriter, open_dataset
-from stars.data.synthetic import SyntheticSpec, dataset_info, generate
+from stars.data.synthetic import SyntheticSpec, dataset_spec, generate
 
 
 def write_synthetic(
     out_dir: str | Path, spec: SyntheticSpec, rows_per_shard: int = 512, progress: bool = True
 ) -> Manifest:
     """Generate the synthetic dataset ``spec`` into ``out_dir``; returns the manifest."""
-    info = dataset_info(spec)
     total = spec.num_classes * spec.samples_per_class
-    with ShardWriter(
-        out_dir,
-        layout=info["layout"],
-        class_names=info["class_names"],
-        split_names=info["split_names"],
-        t_max=spec.t_max,
-        rows_per_shard=rows_per_shard,
-        source=info["source"],
-        protocols=info["protocols"],
-        default_protocol=info["default_protocol"],
-        fewshot=info["fewshot"],
-    ) as writer:
+    with ShardWriter(out_dir, dataset_spec(spec), rows_per_shard=rows_per_shard) as writer:
         for sample in tqdm(
             generate(spec),
             total=total,
@@ -82,7 +70,7 @@ def synthetic_dir_name(cfg: SyntheticConfig) -> str:
     """``synthetic-<hash of the full generator spec>``: a changed config never reuses a
     stale dataset."""
     spec = synthetic_spec(cfg)
-    key = hashlib.sha256(json.dumps(dataset_info(spec)["source"], sort_keys=True).encode())
+    key = hashlib.sha256(json.dumps(dataset_spec(spec).recording, sort_keys=True).encode())
     return f"synthetic-{key.hexdigest()[:12]}"
 
 

@@ -201,6 +201,34 @@ def check_sample(
     return out, frames, int(present.sum())
 
 
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What an importer declares about the dataset it writes (the manifest's fixed part).
+
+    Attributes:
+        layout: the joint layout (V joints, parents, names).
+        class_names: one name per label, in label order.
+        split_names: the splits a sample may belong to (at most ``MAX_SPLITS``).
+        recording: where the data came from (the manifest's ``source`` record: format, path,
+            digests, counts).
+        t_max: frames per stored row (longer sequences are refused, shorter zero padded).
+        num_bodies: actors per stored row (M).
+        protocols: train/test split pairs by name, e.g. ``{"xsub": {"train": .., "test": ..}}``.
+        default_protocol: the pair a job uses when it names none.
+        fewshot: gallery/query splits, novel classes and pre-training split, or None.
+    """
+
+    layout: JointLayout
+    class_names: Sequence[str]
+    split_names: Sequence[str]
+    recording: dict[str, Any] = field(default_factory=dict)
+    t_max: int = 300
+    num_bodies: int = 2
+    protocols: dict[str, dict[str, str]] = field(default_factory=dict)
+    default_protocol: str | None = None
+    fewshot: dict[str, Any] | None = None
+
+
 class ShardWriter:
     """Writes samples into zstd Parquet shards of ``rows_per_shard`` rows, then the manifest.
 
@@ -212,21 +240,13 @@ class ShardWriter:
     def __init__(
         self,
         out_dir: str | Path,
+        spec: DatasetSpec,
         *,
-        layout: JointLayout,
-        class_names: Sequence[str],
-        split_names: Sequence[str],
-        t_max: int = 300,
-        num_bodies: int = 2,
         rows_per_shard: int = 512,
-        source: dict[str, Any] | None = None,
-        protocols: dict[str, dict[str, str]] | None = None,
-        default_protocol: str | None = None,
-        fewshot: dict[str, Any] | None = None,
         compression_level: int = 3,
     ):
-        if len(split_names) > MAX_SPLITS:
-            raise ValueError(f"at most {MAX_SPLITS} splits, got {len(split_names)}")
+        if len(spec.split_names) > MAX_SPLITS:
+            raise ValueError(f"at most {MAX_SPLITS} splits, got {len(spec.split_names)}")
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if (self.out_dir / MANIFEST_NAME).exists():
@@ -234,22 +254,19 @@ class ShardWriter:
                 f"{self.out_dir} already holds a dataset ({MANIFEST_NAME}); "
                 "choose an empty directory"
             )
-        self.layout = layout
-        self.class_names = list(class_names)
-        self.split_bits = {name: i for i, name in enumerate(split_names)}
-        self.t_max, self.num_bodies = t_max, num_bodies
+        self.spec = spec
+        self.layout = spec.layout
+        self.class_names = list(spec.class_names)
+        self.split_bits = {name: i for i, name in enumerate(spec.split_names)}
+        self.t_max, self.num_bodies = spec.t_max, spec.num_bodies
         self.rows_per_shard = rows_per_shard
-        self.source = source or {}
-        self.protocols = protocols or {}
-        self.default_protocol = default_protocol
-        self.fewshot = fewshot
         self.compression_level = compression_level
-        self.schema = arrow_schema(t_max, num_bodies, layout.num_joints)
+        self.schema = arrow_schema(spec.t_max, spec.num_bodies, spec.layout.num_joints)
         self._rows: list[tuple[Any, ...]] = []
         self._joints: list[np.ndarray] = []
         self._shards: list[dict[str, Any]] = []
         self._seen_ids: set[str] = set()
-        self._split_counts = dict.fromkeys(split_names, 0)
+        self._split_counts = dict.fromkeys(spec.split_names, 0)
         self._label_counts = np.zeros(len(self.class_names), np.int64)
         self._num_written = 0
         self._closed = False
@@ -342,10 +359,10 @@ class ShardWriter:
             class_counts=tuple(int(c) for c in self._label_counts),
             splits=dict(self._split_counts),
             split_bits=dict(self.split_bits),
-            protocols={k: SplitPair(v["train"], v["test"]) for k, v in self.protocols.items()},
-            default_protocol=self.default_protocol,
-            fewshot=fewshot_of(self.fewshot),
-            recording=self.source,
+            protocols={k: SplitPair(v["train"], v["test"]) for k, v in self.spec.protocols.items()},
+            default_protocol=self.spec.default_protocol,
+            fewshot=fewshot_of(self.spec.fewshot),
+            recording=dict(self.spec.recording),
             shards=tuple(ShardEntry(**shard) for shard in self._shards),
             created_unix=int(time.time()),
         )

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stars.data.shards import Sample
+from stars.data.shards import DatasetSpec, Sample
 from stars.data.transforms import rotate, rotation_matrices
 from stars.skeleton import NTU25, NTU25_BONES_ANATOMICAL
 
@@ -737,31 +737,32 @@ def _splits_of(
     )
 
 
-def dataset_info(spec: SyntheticSpec) -> dict:
-    """Class names, splits, protocols and source description for the manifest."""
+def dataset_spec(spec: SyntheticSpec) -> DatasetSpec:
+    """Class names, splits, protocols and the recording (the generator and its spec)."""
     table = make_class_table(spec.num_classes, spec.class_seed)
-    info = {
-        "layout": NTU25,
-        "class_names": list(table.names),
-        "split_names": split_names(spec),
-        "protocols": {
-            "xsub": {"train": "xsub_train", "test": "xsub_test"},
-            "xview": {"train": "xview_train", "test": "xview_test"},
-        },
-        "default_protocol": "xsub",
-        "fewshot": None,
-        "source": {
-            "format": "synthetic",
-            "generator": "stars.data.synthetic",
-            "generator_version": GENERATOR_VERSION,
-            "spec": {k: getattr(spec, k) for k in spec.__dataclass_fields__},
-        },
-    }
+    fewshot = None
     if spec.num_classes > spec.num_base_classes:
-        info["fewshot"] = {
+        fewshot = {
             "gallery": "fewshot_gallery",
             "query": "fewshot_query",
             "classes": list(range(spec.num_base_classes, spec.num_classes)),
             "pretrain_split": "xsub_train",
         }
-    return info
+    return DatasetSpec(
+        layout=NTU25,
+        class_names=list(table.names),
+        split_names=split_names(spec),
+        t_max=spec.t_max,
+        protocols={
+            "xsub": {"train": "xsub_train", "test": "xsub_test"},
+            "xview": {"train": "xview_train", "test": "xview_test"},
+        },
+        default_protocol="xsub",
+        fewshot=fewshot,
+        recording={
+            "format": "synthetic",
+            "generator": "stars.data.synthetic",
+            "generator_version": GENERATOR_VERSION,
+            "spec": {k: getattr(spec, k) for k in spec.__dataclass_fields__},
+        },
+    )

@@ -171,15 +171,7 @@ def finetune_worker(config: dict[str, Any]) -> None:
     (checkpoint path), ``num_classes`` and ``eval_every``."""
     job = from_dict(FinetuneJobConfig, config["job"])
     ft = job.finetune
-    settings = LoopSettings(
-        epochs=ft.epochs,
-        optim=ft.optim(),
-        data=job.data,
-        seed=job.seed,
-        amp=ft.amp,
-        torch_threads=job.scale.torch_threads,
-        checkpoint_every=job.scale.checkpoint_every,
-    )
+    settings = LoopSettings.for_job(job, epochs=ft.epochs, optim=ft.optim(), amp=ft.amp)
     task = FinetuneTask(job, config["source"], int(config["num_classes"]), config["eval_every"])
     run_loop(task, settings, config)
 

@@ -56,6 +56,24 @@ class LoopSettings:
     checkpoint_every: int = 1
     deterministic: bool = False
 
+    @classmethod
+    def for_job(
+        cls, job: Any, *, epochs: int, optim: OptimConfig, amp: str, tf32: bool = True
+    ) -> LoopSettings:
+        """A stage's settings: its own epochs, optimiser and precision; data, seed and scaling
+        read from the job config (any of Stage1JobConfig, Stage2JobConfig, FinetuneJobConfig)."""
+        return cls(
+            epochs=epochs,
+            optim=optim,
+            data=job.data,
+            seed=job.seed,
+            amp=amp,
+            tf32=tf32,
+            torch_threads=job.scale.torch_threads,
+            checkpoint_every=job.scale.checkpoint_every,
+            deterministic=job.scale.deterministic,
+        )
+
 
 @dataclass
 class Worker:

@@ -32,16 +32,8 @@ class Stage1Task(StageTask):
 
 
 def stage1_settings(cfg: Stage1JobConfig) -> LoopSettings:
-    return LoopSettings(
-        epochs=cfg.stage1.epochs,
-        optim=cfg.optim,
-        data=cfg.data,
-        seed=cfg.seed,
-        amp=cfg.stage1.amp,
-        tf32=cfg.stage1.tf32,
-        torch_threads=cfg.scale.torch_threads,
-        checkpoint_every=cfg.scale.checkpoint_every,
-        deterministic=cfg.scale.deterministic,
+    return LoopSettings.for_job(
+        cfg, epochs=cfg.stage1.epochs, optim=cfg.optim, amp=cfg.stage1.amp, tf32=cfg.stage1.tf32
     )
 
 

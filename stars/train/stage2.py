@@ -232,16 +232,8 @@ class Stage2Task(StageTask):
 
 def stage2_settings(cfg: Stage2JobConfig) -> LoopSettings:
     s2 = cfg.stage2
-    return LoopSettings(
-        epochs=s2.head_warmup_epochs + s2.epochs,
-        optim=cfg.optim,
-        data=cfg.data,
-        seed=cfg.seed,
-        amp=s2.amp,
-        tf32=s2.tf32,
-        torch_threads=cfg.scale.torch_threads,
-        checkpoint_every=cfg.scale.checkpoint_every,
-        deterministic=cfg.scale.deterministic,
+    return LoopSettings.for_job(
+        cfg, epochs=s2.head_warmup_epochs + s2.epochs, optim=cfg.optim, amp=s2.amp, tf32=s2.tf32
     )
 
 

@@ -10,6 +10,7 @@ import pytest
 from stars.data.shards import (
     MANIFEST_NAME,
     DataError,
+    DatasetSpec,
     Sample,
     SampleError,
     ShardWriter,
@@ -18,16 +19,10 @@ from stars.data.shards import (
 from stars.skeleton import KINECT20, NTU25
 
 
-def _writer(tmp_path, **kw):
-    args = dict(
-        layout=NTU25,
-        class_names=["a", "b", "c"],
-        split_names=["train", "test"],
-        t_max=50,
-        rows_per_shard=4,
-    )
+def _writer(tmp_path, rows_per_shard=4, **kw):
+    args = dict(layout=NTU25, class_names=["a", "b", "c"], split_names=["train", "test"], t_max=50)
     args.update(kw)
-    return ShardWriter(tmp_path / "ds", **args)
+    return ShardWriter(tmp_path / "ds", DatasetSpec(**args), rows_per_shard=rows_per_shard)
 
 
 def _sample(i, frames=20, bodies=1, joints=25, label=0, splits=("train",)):
@@ -74,13 +69,8 @@ def test_round_trip_preserves_everything(tmp_path):
 def test_digest_is_deterministic_and_content_based(tmp_path):
     digests = []
     for name in ("one", "two"):
-        with ShardWriter(
-            tmp_path / name,
-            layout=NTU25,
-            class_names=["a", "b", "c"],
-            split_names=["train"],
-            t_max=50,
-        ) as w:
+        spec = DatasetSpec(NTU25, ["a", "b", "c"], ["train"], t_max=50)
+        with ShardWriter(tmp_path / name, spec) as w:
             for s in map(_sample, range(5)):
                 w.add(s)
         digests.append(open_dataset(tmp_path / name).digest)
@@ -187,14 +177,8 @@ def test_missing_shard_and_edited_manifest(written, tmp_path):
 
 def test_shard_with_wrong_tensor_shape_is_named(written, tmp_path):
     other = tmp_path / "other"
-    with ShardWriter(
-        other,
-        layout=NTU25,
-        class_names=["a", "b", "c"],
-        split_names=["train"],
-        t_max=40,
-        rows_per_shard=4,
-    ) as w:
+    spec = DatasetSpec(NTU25, ["a", "b", "c"], ["train"], t_max=40)
+    with ShardWriter(other, spec, rows_per_shard=4) as w:
         for s in map(_sample, range(4)):
             w.add(s)
     manifest = json.loads((written / MANIFEST_NAME).read_text())
@@ -208,7 +192,7 @@ def test_shard_with_wrong_tensor_shape_is_named(written, tmp_path):
 
 def test_writer_refuses_existing_dataset(written, tmp_path):
     with pytest.raises(FileExistsError, match="already holds a dataset"):
-        ShardWriter(written, layout=NTU25, class_names=["a"], split_names=["train"])
+        ShardWriter(written, DatasetSpec(NTU25, ["a"], ["train"]))
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from stars.data.formats.convert import ConversionResult, Parsed, Rejected, run_conversion
-from stars.data.shards import DataError, Sample
+from stars.data.formats.convert import (
+    ConversionResult,
+    ConvertOptions,
+    Parsed,
+    Rejected,
+    run_conversion,
+)
+from stars.data.shards import DataError, DatasetSpec, Sample
 from stars.data.transforms import resize_windows
 from stars.location import unsafe_name_reason
 from stars.skeleton import generic_layout, get_layout
@@ -306,29 +312,19 @@ def convert_arrays(
         for row, split, path, _ in kept
     ]
     default = next(iter(protocols), None)
-    writer_args = {
-        "layout": joint_layout,
-        "class_names": labels,
-        "split_names": names,
-        "t_max": max(t_max, 1),
-        "num_bodies": max_bodies,
-        "protocols": protocols,
-        "default_protocol": default,
-        "source": {"format": "arrays", "path": str(root), "index": str(index_path)},
-    }
-    parse = functools.partial(parse_row, num_joints=num_joints, t_max=max(t_max, 1))
-    return run_conversion(
-        out_dir,
-        items,
-        parse,
-        writer_args,
-        strict=strict,
-        workers=workers,
-        progress=progress,
-        desc="arrays",
-        total=len(items),
-        extra_rejected=refused,
+    spec = DatasetSpec(
+        layout=joint_layout,
+        class_names=labels,
+        split_names=names,
+        t_max=max(t_max, 1),
+        num_bodies=max_bodies,
+        protocols=protocols,
+        default_protocol=default,
+        recording={"format": "arrays", "path": str(root), "index": str(index_path)},
     )
+    parse = functools.partial(parse_row, num_joints=num_joints, t_max=max(t_max, 1))
+    options = ConvertOptions(strict, workers, progress, desc="arrays")
+    return run_conversion(out_dir, spec, items, parse, options, refused=refused)
 
 
 def _stratified(rows: list[dict[str, str]], test_fraction: float, seed: int) -> list[str]:

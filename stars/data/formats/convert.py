@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from stars.data.manifest import Manifest
 from stars.data.prepare import write_report
-from stars.data.shards import DataError, Sample, SampleError, ShardWriter
+from stars.data.shards import DataError, DatasetSpec, Sample, SampleError, ShardWriter
 
 
 class Rejected(Exception):  # noqa: N818 - it names an outcome, not a failure of the code
@@ -90,30 +90,43 @@ def _parsed_stream(
         yield from pool.map(_safe_parse, jobs_list, chunksize=chunk)
 
 
+@dataclass(frozen=True)
+class ConvertOptions:
+    """How a conversion runs, as opposed to what it writes (that is the DatasetSpec).
+
+    Attributes:
+        strict: stop at the first rejection (DataError naming the item), writing no manifest.
+        workers: parser processes (None: one per CPU; 1 parses in this process, lazily).
+        progress: a progress bar on stderr.
+        desc: the progress bar's label.
+    """
+
+    strict: bool = False
+    workers: int | None = None
+    progress: bool = True
+    desc: str = "convert"
+
+
 def run_conversion(
     out_dir: str | Path,
+    spec: DatasetSpec,
     items: Iterable[tuple[str, Any]],
     parse: Callable[[Any], Parsed],
-    writer_args: dict[str, Any],
-    *,
-    strict: bool = False,
-    workers: int | None = None,
-    progress: bool = True,
-    desc: str = "convert",
-    total: int | None = None,
-    extra_rejected: Iterable[tuple[str, str]] = (),
+    options: ConvertOptions,
+    refused: Iterable[tuple[str, str]] = (),
 ) -> ConversionResult:
     """Parse every item, write accepted samples, and write ``report.json``.
 
     Args:
+        spec: what the dataset declares (layout, classes, splits, protocols, recording).
         items: (name, item) pairs: the name shown in the report (usually a file name) and
             what ``parse`` takes (picklable when ``workers`` > 1). Consumed lazily when
-            ``workers`` is 1.
+            ``workers`` is 1; a sized collection gives the progress bar its total.
         parse: item -> Parsed; raises :class:`Rejected` for an item that yields nothing.
-        writer_args: keyword arguments of :class:`ShardWriter` (layout, class names, ...).
-        strict: stop at the first rejection (DataError naming the item), writing no manifest.
-        extra_rejected: items the caller already refused (e.g. an exclusion list).
+        refused: (name, reason) of items the caller already refused (e.g. an exclusion list).
     """
+    strict, workers = options.strict, options.workers
+    total = len(items) if isinstance(items, Sized) else None
     workers = workers if workers is not None else (os.cpu_count() or 1)
     rejected: list[dict[str, str]] = []
     cleaning: Counter = Counter()
@@ -124,13 +137,18 @@ def run_conversion(
             raise DataError(f"{name}: {reason}")
         rejected.append({"file": name, "reason": reason})
 
-    for name, reason in extra_rejected:
+    for name, reason in refused:
         seen += 1
         reject(name, reason)
-    writer = ShardWriter(out_dir, **writer_args)
+    writer = ShardWriter(out_dir, spec)
     stream = _parsed_stream(parse, items, workers)
     for name, result in tqdm(
-        stream, total=total, desc=desc, unit="item", disable=not progress, mininterval=1.0
+        stream,
+        total=total,
+        desc=options.desc,
+        unit="item",
+        disable=not options.progress,
+        mininterval=1.0,
     ):
         if isinstance(result, str):
             seen += 1

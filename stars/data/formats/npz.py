@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from stars.data.formats.convert import ConversionResult, Parsed, run_conversion
-from stars.data.shards import DataError, Sample
+from stars.data.formats.convert import ConversionResult, ConvertOptions, Parsed, run_conversion
+from stars.data.shards import DataError, DatasetSpec, Sample
 from stars.skeleton import NTU25
 
 PARTS = ("train", "test")
@@ -151,15 +151,15 @@ def convert_npz(
     names = class_names or [f"class_{i + 1:03d}" for i in range(num_classes)]
     proto = protocol or protocol_name(path)
     t_max = max(shapes[p][1] for p in PARTS)
-    writer_args: dict[str, Any] = {
-        "layout": NTU25,
-        "class_names": names,
-        "t_max": t_max,
-        "split_names": [f"{proto}_train", f"{proto}_test"],
-        "protocols": {proto: {"train": f"{proto}_train", "test": f"{proto}_test"}},
-        "default_protocol": proto,
-        "source": {"format": "npz", "path": str(path), "rows": {p: shapes[p][0] for p in PARTS}},
-    }
+    spec = DatasetSpec(
+        layout=NTU25,
+        class_names=names,
+        t_max=t_max,
+        split_names=[f"{proto}_train", f"{proto}_test"],
+        protocols={proto: {"train": f"{proto}_train", "test": f"{proto}_test"}},
+        default_protocol=proto,
+        recording={"format": "npz", "path": str(path), "rows": {p: shapes[p][0] for p in PARTS}},
+    )
     items = (
         (
             f"{path.name}:{p}[{lo}:{lo + len(block)}]",
@@ -168,16 +168,9 @@ def convert_npz(
         for p in PARTS
         for lo, block in _blocks(path, p, chunk)
     )
-    return run_conversion(
-        out_dir,
-        items,
-        parse_block,
-        writer_args,
-        strict=strict,
-        workers=1,
-        progress=progress,
-        desc="npz",
-    )
+    # One parser: the blocks are read lazily from one file, so workers would only copy them.
+    options = ConvertOptions(strict, workers=1, progress=progress, desc="npz")
+    return run_conversion(out_dir, spec, items, parse_block, options)
 
 
 def _blocks(path: Path, part: str, chunk: int) -> Iterator[tuple[int, np.ndarray]]:

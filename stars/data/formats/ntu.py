@@ -19,8 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from stars.data.formats.convert import ConversionResult, Parsed, Rejected, run_conversion
-from stars.data.shards import Sample, read_text_input
+from stars.data.formats.convert import (
+    ConversionResult,
+    ConvertOptions,
+    Parsed,
+    Rejected,
+    run_conversion,
+)
+from stars.data.shards import DatasetSpec, Sample, read_text_input
 from stars.skeleton import NTU25
 
 NAME_RE = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
@@ -493,32 +499,23 @@ def convert_ntu(
             "pretrain_split": "ntu60_xsub_train",
         }
     )
-    writer_args = {
-        "layout": NTU25,
-        "class_names": list(ACTION_NAMES[:num_classes]),
-        "split_names": split_names(variant),
-        "t_max": T_MAX,
-        "protocols": protocols,
-        "default_protocol": "xsub",
-        "fewshot": fewshot,
-        "source": {
+    spec = DatasetSpec(
+        layout=NTU25,
+        class_names=list(ACTION_NAMES[:num_classes]),
+        split_names=split_names(variant),
+        t_max=T_MAX,
+        protocols=protocols,
+        default_protocol="xsub",
+        fewshot=fewshot,
+        recording={
             "format": "ntu",
             "variant": variant,
             "path": str(source),
             "files": len(files),
             "excluded": len(skipped),
         },
-    }
-    parse = functools.partial(parse_file, options=NtuOptions(variant))
-    return run_conversion(
-        out_dir,
-        [(f.name, str(f)) for f in keep],
-        parse,
-        writer_args,
-        strict=strict,
-        workers=workers,
-        progress=progress,
-        desc=f"ntu ({variant})",
-        total=len(keep),
-        extra_rejected=skipped,
     )
+    parse = functools.partial(parse_file, options=NtuOptions(variant))
+    items = [(f.name, str(f)) for f in keep]
+    options = ConvertOptions(strict, workers, progress, desc=f"ntu ({variant})")
+    return run_conversion(out_dir, spec, items, parse, options, refused=skipped)

@@ -15,8 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from stars.data.formats.convert import ConversionResult, Parsed, Rejected, run_conversion
-from stars.data.shards import Sample
+from stars.data.formats.convert import (
+    ConversionResult,
+    ConvertOptions,
+    Parsed,
+    Rejected,
+    run_conversion,
+)
+from stars.data.shards import DatasetSpec, Sample
 from stars.skeleton import KINECT20, NTU25, kinect20_to_ntu25
 
 NAME_RE = re.compile(r"a(\d+)_s(\d+)_e(\d+)_v(\d+)")
@@ -119,35 +125,27 @@ def convert_nucla(
     files = sorted(Path(source).rglob("*.json"))
     if not files:
         raise FileNotFoundError(f"no .json files under {source}")
-    writer_args = {
-        "layout": NTU25 if map_to_ntu else KINECT20,
-        "class_names": list(CLASS_NAMES),
-        "num_bodies": 1,
-        "t_max": t_max,
-        "split_names": ["xview_train", "xview_test", "xsub_train", "xsub_test"],
-        "protocols": {
+    spec = DatasetSpec(
+        layout=NTU25 if map_to_ntu else KINECT20,
+        class_names=list(CLASS_NAMES),
+        split_names=["xview_train", "xview_test", "xsub_train", "xsub_test"],
+        num_bodies=1,
+        t_max=t_max,
+        protocols={
             "xview": {"train": "xview_train", "test": "xview_test"},
             "xsub": {"train": "xsub_train", "test": "xsub_test"},
         },
-        "default_protocol": "xview",
-        "source": {
+        default_protocol="xview",
+        recording={
             "format": "nucla",
             "path": str(source),
             "map_to_ntu": map_to_ntu,
             "train_subjects": list(train_subjects),
         },
-    }
+    )
     parse = functools.partial(
         parse_file, map_to_ntu=map_to_ntu, train_subjects=tuple(train_subjects)
     )
-    return run_conversion(
-        out_dir,
-        [(f.name, str(f)) for f in files],
-        parse,
-        writer_args,
-        strict=strict,
-        workers=workers,
-        progress=progress,
-        desc="n-ucla",
-        total=len(files),
-    )
+    items = [(f.name, str(f)) for f in files]
+    options = ConvertOptions(strict, workers, progress, desc="n-ucla")
+    return run_conversion(out_dir, spec, items, parse, options)

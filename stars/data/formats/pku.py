@@ -7,15 +7,20 @@ the split file lists the training and validation video ids (cross-subject).
 
 from __future__ import annotations
 
-import functools
 import re
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from stars.data.formats.convert import ConversionResult, Parsed, Rejected, run_conversion
-from stars.data.shards import DataError, Sample, read_text_input
+from stars.data.formats.convert import (
+    ConversionResult,
+    ConvertOptions,
+    Parsed,
+    Rejected,
+    run_conversion,
+)
+from stars.data.shards import DataError, DatasetSpec, Sample, read_text_input
 from stars.skeleton import NTU25
 
 VALUES_PER_FRAME = 150
@@ -181,29 +186,19 @@ def convert_pku(
             refused.append((skel.name, "video in neither split"))
         else:
             items.append((skel.name, (str(skel), str(label), split)))
-    writer_args = {
-        "layout": NTU25,
-        "t_max": t_max,
-        "class_names": class_names or [f"action_{i:02d}" for i in range(1, NUM_CLASSES + 1)],
-        "split_names": ["xsub_train", "xsub_test"],
-        "protocols": {"xsub": {"train": "xsub_train", "test": "xsub_test"}},
-        "default_protocol": "xsub",
-        "source": {
+    spec = DatasetSpec(
+        layout=NTU25,
+        t_max=t_max,
+        class_names=class_names or [f"action_{i:02d}" for i in range(1, NUM_CLASSES + 1)],
+        split_names=["xsub_train", "xsub_test"],
+        protocols={"xsub": {"train": "xsub_train", "test": "xsub_test"}},
+        default_protocol="xsub",
+        recording={
             "format": "pku",
             "path": str(source),
             "labels": str(labels),
             "split_file": str(split_file),
         },
-    }
-    return run_conversion(
-        out_dir,
-        items,
-        functools.partial(parse_video),
-        writer_args,
-        strict=strict,
-        workers=workers,
-        progress=progress,
-        desc="pku",
-        total=len(items),
-        extra_rejected=refused,
     )
+    options = ConvertOptions(strict, workers, progress, desc="pku")
+    return run_conversion(out_dir, spec, items, parse_video, options, refused=refused)

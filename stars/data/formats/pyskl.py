@@ -26,16 +26,21 @@ from __future__ import annotations
 
 import pickle
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stars.data.formats.convert import ConversionResult, Parsed, Rejected, run_conversion
+from stars.data.formats.convert import (
+    ConversionResult,
+    ConvertOptions,
+    Parsed,
+    Rejected,
+    run_conversion,
+)
 from stars.data.formats.ntu import ACTION_NAMES, NAME_RE, splits_for
 from stars.data.formats.ntu import NtuName as _NtuName
-from stars.data.shards import DataError, Sample, sha256_file
+from stars.data.shards import DataError, DatasetSpec, Sample, sha256_file
 from stars.skeleton import NTU25, generic_layout
 
 # (module, name) pairs a pyskl annotation file needs: numpy's array and scalar reconstructors
@@ -284,16 +289,16 @@ def convert_pyskl(
     )
     layout = NTU25 if num_joints == 25 else generic_layout(num_joints)
     default = "xsub" if "xsub" in protocols else next(iter(protocols), None)
-    writer_args: dict[str, Any] = {
-        "layout": layout,
-        "class_names": class_names,
-        "split_names": split_names,
-        "t_max": max(int(t_max), 2),
-        "num_bodies": max_bodies,
-        "protocols": protocols,
-        "default_protocol": default,
-        "fewshot": fewshot,
-        "source": {
+    spec = DatasetSpec(
+        layout=layout,
+        class_names=class_names,
+        split_names=split_names,
+        t_max=max(int(t_max), 2),
+        num_bodies=max_bodies,
+        protocols=protocols,
+        default_protocol=default,
+        fewshot=fewshot,
+        recording={
             "format": "pyskl",
             "path": str(path),
             "sha256": digest,
@@ -302,34 +307,14 @@ def convert_pyskl(
             "declared_splits": declared,
             "split_members_not_in_annotations": dict(unknown_ids),
         },
-    }
-
-    def items() -> Iterator[tuple[str, Any]]:
-        for ann in good:
-            yield (
-                ann["frame_dir"],
-                (
-                    ann,
-                    frozenset(split_of[ann["frame_dir"]]),
-                    num_joints,
-                    num_classes,
-                    max_bodies,
-                    ntu_names,
-                ),
-            )
-
-    return run_conversion(
-        out_dir,
-        items(),
-        parse_annotation,
-        writer_args,
-        strict=strict,
-        workers=1,  # the annotations are already in memory: copying them to workers costs more
-        progress=progress,
-        desc="pyskl",
-        total=len(good),
-        extra_rejected=refused,
     )
+    context = (num_joints, num_classes, max_bodies, ntu_names)
+    items = [
+        (ann["frame_dir"], (ann, frozenset(split_of[ann["frame_dir"]]), *context)) for ann in good
+    ]
+    # One parser: the annotations are already in memory, copying them to workers costs more.
+    options = ConvertOptions(strict, workers=1, progress=progress, desc="pyskl")
+    return run_conversion(out_dir, spec, items, parse_annotation, options, refused=refused)
 
 
 def _parse(frame_dir: str) -> _NtuName:
