@@ -11,27 +11,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Kinect v1 (20 joints) and v2 (25) number the arms and legs alike: joints 4-19.
+_LIMB_JOINT_NAMES: tuple[str, ...] = tuple(
+    f"{side}_{part}"
+    for limb in (("shoulder", "elbow", "wrist", "hand"), ("hip", "knee", "ankle", "foot"))
+    for side in ("left", "right")
+    for part in limb
+)
+
 NTU25_JOINT_NAMES: tuple[str, ...] = (
     "spine_base",
     "spine_mid",
     "neck",
     "head",
-    "left_shoulder",
-    "left_elbow",
-    "left_wrist",
-    "left_hand",
-    "right_shoulder",
-    "right_elbow",
-    "right_wrist",
-    "right_hand",
-    "left_hip",
-    "left_knee",
-    "left_ankle",
-    "left_foot",
-    "right_hip",
-    "right_knee",
-    "right_ankle",
-    "right_foot",
+    *_LIMB_JOINT_NAMES,
     "spine_shoulder",
     "left_hand_tip",
     "left_thumb",
@@ -44,28 +37,18 @@ KINECT20_JOINT_NAMES: tuple[str, ...] = (
     "spine",
     "shoulder_center",
     "head",
-    "left_shoulder",
-    "left_elbow",
-    "left_wrist",
-    "left_hand",
-    "right_shoulder",
-    "right_elbow",
-    "right_wrist",
-    "right_hand",
-    "left_hip",
-    "left_knee",
-    "left_ankle",
-    "left_foot",
-    "right_hip",
-    "right_knee",
-    "right_ankle",
-    "right_foot",
+    *_LIMB_JOINT_NAMES,
 )
 
 
 def _zero_based(pairs_1based: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
     return tuple((c - 1, p - 1) for c, p in pairs_1based)
 
+
+# Arm and leg bones, 1-based (child, parent): the same in Kinect v1 and v2 numbering.
+_LEFT_ARM_BONES = ((6, 5), (7, 6), (8, 7))
+_RIGHT_ARM_BONES = ((10, 9), (11, 10), (12, 11))
+_LEG_BONES = ((13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18), (20, 19))
 
 # (child, parent), the "bone" modality of ST-GCN / CTR-GCN / MAMP; (21, 21) is the centre.
 NTU25_BONES_STGCN = _zero_based(
@@ -75,21 +58,10 @@ NTU25_BONES_STGCN = _zero_based(
         (3, 21),
         (4, 3),
         (5, 21),
-        (6, 5),
-        (7, 6),
-        (8, 7),
+        *_LEFT_ARM_BONES,
         (9, 21),
-        (10, 9),
-        (11, 10),
-        (12, 11),
-        (13, 1),
-        (14, 13),
-        (15, 14),
-        (16, 15),
-        (17, 1),
-        (18, 17),
-        (19, 18),
-        (20, 19),
+        *_RIGHT_ARM_BONES,
+        *_LEG_BONES,
         (22, 23),
         (21, 21),
         (23, 8),
@@ -108,21 +80,10 @@ KINECT20_BONES = _zero_based(
         (3, 3),
         (4, 3),
         (5, 3),
-        (6, 5),
-        (7, 6),
-        (8, 7),
+        *_LEFT_ARM_BONES,
         (9, 3),
-        (10, 9),
-        (11, 10),
-        (12, 11),
-        (13, 1),
-        (14, 13),
-        (15, 14),
-        (16, 15),
-        (17, 1),
-        (18, 17),
-        (19, 18),
-        (20, 19),
+        *_RIGHT_ARM_BONES,
+        *_LEG_BONES,
     )
 )
 

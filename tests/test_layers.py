@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1] / "stars"
 
 # Row by row, lowest first; a package may import any package of an earlier row.
 LAYERS = [
-    {"errors", "interrupts"},
+    {"errors", "interrupts", "text"},
     {"config_ranges"},
     {"config", "skeleton", "location"},
     {"storage"},

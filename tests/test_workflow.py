@@ -145,7 +145,7 @@ def test_crash_ends_failed_and_resume_continues_the_same_run(ray_local, tiny_dat
     from stars.presets import job_preset
     from stars.tracking.config import TrackingConfig
     from stars.train.config import Stage1JobConfig, Stage2JobConfig
-    from stars.train.worker_state import Fault
+    from stars.train.faults import Fault
     from stars.workflow.config import resolve_main
     from stars.workflow.main_job import run_main
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from stars.errors import StarsError
 from stars.presets import DEFAULT_PRESET, PRESETS
+from stars.text import one_line
 
 DATA_HELP = (
     "dataset directory, or a URI every node reads (s3://bucket/path, gs://...; pyarrow's "
@@ -21,10 +22,9 @@ DATA_HELP = (
 )
 
 
-def one_line(err: BaseException) -> str:
-    """An error's message on one line (parsers and torch write paragraphs)."""
-    text = " ".join(part.strip() for part in str(err).splitlines() if part.strip())
-    return text or type(err).__name__
+def error_line(err: BaseException) -> str:
+    """An error's message on one line (its type's name when it has none)."""
+    return one_line(err) or type(err).__name__
 
 
 @contextlib.contextmanager
@@ -33,7 +33,7 @@ def reported(prog: str) -> Iterator[None]:
     try:
         yield
     except (StarsError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as err:
-        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        print(f"{prog}: error: {error_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -266,6 +266,16 @@ def tracking_config(args: argparse.Namespace, path: str | None = None, overrides
     ).config
 
 
+def given(values: dict[str, Any]) -> dict[str, Any]:
+    """The flags the user gave (a value other than None): a job's top config layer."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def data_and_seed_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """``--data`` and ``--seed`` as config keys of a training job, when given."""
+    return given({"data.path": args.data or None, "seed": args.seed})
+
+
 def protocol_list(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
@@ -343,8 +353,3 @@ def run_name(prefix: str) -> str:
     """``prefix-YYYYmmdd-HHMMSS-xxxxxx``: the random tail keeps two jobs started in the same
     second (on any machine) from sharing run directories."""
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-
-
-def table(rows: list[tuple[str, Any]]) -> str:
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

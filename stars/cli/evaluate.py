@@ -16,7 +16,6 @@ from stars.cli.common import (
     protocol_list,
     reported,
     sections_text,
-    table,
 )
 from stars.config import load_layers
 from stars.errors import StarsError
@@ -24,6 +23,7 @@ from stars.eval.config import EvalJobConfig
 from stars.eval.protocols import FEATURE_PROTOCOLS, PROTOCOLS, TRAINING_PROTOCOLS
 from stars.location import Location
 from stars.presets import job_preset
+from stars.text import table
 
 EXAMPLES = """\
 examples:

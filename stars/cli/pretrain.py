@@ -14,6 +14,8 @@ from stars.cli.common import (
     add_stage1_arg,
     add_tracking_args,
     add_verbose_arg,
+    data_and_seed_flags,
+    given,
     init_ray,
     interruption,
     protocol_list,
@@ -123,15 +125,14 @@ def load_layered(args: argparse.Namespace):
     sets = routed_overrides(
         args, {"stage1": "", "stage2": "stage2_set", "eval": "eval_set", "tracking": ""}, "stage1"
     )
-    flags = {"data.path": args.data} if args.data else {}
-    seed = {"seed": args.seed} if args.seed is not None else {}
+    seed = given({"seed": args.seed})
     base = recipe_base(args)
     stage1 = load_layers(
         Stage1JobConfig,
         base["stage1"],
         args.config,
         sets["stage1"],
-        {**flags, **seed},
+        data_and_seed_flags(args),
         section="stage1",
     )
     stage2 = load_layers(
@@ -251,7 +252,7 @@ def check_recipe_data(name: str, data) -> None:
 def paper_table(name: str, measured: dict[str, dict[str, float]], over: str = "samples") -> str:
     """The recipe's published numbers beside this run's (docs/paper.md)."""
     from stars.recipes import paper_rows
-    from stars.workflow.group import format_table
+    from stars.text import table
 
     recipe = get_recipe(name)
     if not recipe.results:
@@ -261,7 +262,7 @@ def paper_table(name: str, measured: dict[str, dict[str, float]], over: str = "s
         f"recipe {name} ({recipe.description}): the paper's numbers beside these "
         f"(intervals over {what}; the paper reports one run)"
     )
-    return head + "\n" + format_table(paper_rows(recipe, measured))
+    return head + "\n" + table(paper_rows(recipe, measured))
 
 
 def config_text(cfg) -> str:

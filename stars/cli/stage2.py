@@ -13,6 +13,8 @@ from stars.cli.common import (
     add_stage1_arg,
     add_tracking_args,
     add_verbose_arg,
+    data_and_seed_flags,
+    given,
     init_ray,
     interruption,
     is_run_id,
@@ -22,12 +24,12 @@ from stars.cli.common import (
     run_name,
     sections_text,
     stage1_source,
-    table,
     tracking_config,
 )
 from stars.config import load_layers
 from stars.eval.config import EvalConfig
 from stars.presets import job_preset
+from stars.text import table
 from stars.train.config import Stage2JobConfig
 
 EXAMPLES = """\
@@ -77,15 +79,15 @@ def main(argv: list[str] | None = None) -> int:
 
     name = args.name or run_name("stage2")
     with interruption(prog, name), reported(prog):
-        flags = {"data.path": args.data} if args.data else {}
-        seed = {"seed": args.seed} if args.seed is not None else {}
+        flags = data_and_seed_flags(args)
+        seed = given({"seed": args.seed})
         sets = routed_overrides(args, {"stage2": "", "eval": "eval_set", "tracking": ""}, "stage2")
         layered = load_layers(
             Stage2JobConfig,
             job_preset(args.preset, "stage2"),
             args.config,
             sets["stage2"],
-            {**flags, **seed},
+            flags,
             section="stage2",
             whole_if_flat=True,
         )

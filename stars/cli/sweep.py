@@ -12,6 +12,8 @@ from stars.cli.common import (
     add_stage1_arg,
     add_tracking_args,
     add_verbose_arg,
+    data_and_seed_flags,
+    given,
     init_ray,
     interruption,
     reported,
@@ -120,44 +122,30 @@ def main(argv: list[str] | None = None) -> int:
             },
             "stage2",
         )
-        flags = {"data.path": args.data} if args.data else {}
-        sweep_flags = {
-            key: value
-            for key, value in (
-                ("num_samples", args.num_samples),
-                ("objective", args.objective),
-                ("scheduler", args.scheduler),
-                ("search", args.search),
-                ("seed", args.seed),
-                ("repeats", args.repeats),
-            )
-            if value is not None
-        }
+        sweep_flags = given(
+            {
+                "num_samples": args.num_samples,
+                "objective": args.objective,
+                "scheduler": args.scheduler,
+                "search": args.search,
+                "seed": args.seed,
+                "repeats": args.repeats,
+            }
+        )
         sweep = load_layers(
             SweepConfig, {}, args.config, sets["sweep"], sweep_flags, section="sweep"
         ).config
-        seed = {"seed": args.seed} if args.seed is not None else {}
-        stage2 = load_layers(
-            Stage2JobConfig,
-            job_preset(args.preset, "stage2"),
-            args.config,
-            sets["stage2"],
-            {**flags, **seed},
-            section="stage2",
-        )
-        stage1 = load_layers(
-            Stage1JobConfig,
-            job_preset(args.preset, "stage1"),
-            args.config,
-            sets["stage1"],
-            {**flags, **seed},
-            section="stage1",
-        )
+        flags = data_and_seed_flags(args)
+
+        def stage_layers(cls: type, stage: str):
+            preset = job_preset(args.preset, stage)
+            return load_layers(cls, preset, args.config, sets[stage], flags, section=stage)
+
+        stage2 = stage_layers(Stage2JobConfig, "stage2")
+        stage1 = stage_layers(Stage1JobConfig, "stage1")
         eval_tree = job_preset(args.preset, "eval")["eval"]
-        eval_tree["protocols"] = [
-            "knn",
-            "fewshot",
-        ]  # what a trial needs; --set eval.protocols adds more
+        # What a trial needs; --set eval.protocols adds more.
+        eval_tree["protocols"] = ["knn", "fewshot"]
         evaluation = load_layers(
             EvalConfig, eval_tree, args.config, sets["eval"], section="eval"
         ).config

@@ -17,6 +17,7 @@ from stars.data.config import SyntheticConfig
 from stars.data.manifest import Manifest
 from stars.data.shards import MANIFEST_NAME, REPORT_NAME, ShardWriter, open_dataset
 from stars.data.synthetic import SyntheticSpec, dataset_spec, generate
+from stars.text import table
 
 
 def write_synthetic(
@@ -109,5 +110,4 @@ def summary_table(manifest: Manifest, root: str | Path) -> str:
         ("digest", manifest.digest[:16]),
     ]
     rows += [(f"split {name}", str(count)) for name, count in manifest.splits.items()]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+    return table(rows)

@@ -51,18 +51,6 @@ def knn_correct(
     return knn_predict(bank, bank_labels, query, k, temperature, num_classes) == query_labels
 
 
-def knn_top1(
-    bank: torch.Tensor,
-    bank_labels: torch.Tensor,
-    query: torch.Tensor,
-    query_labels: torch.Tensor,
-    k: int = 1,
-    temperature: float | None = None,
-) -> float:
-    correct = knn_correct(bank, bank_labels, query, query_labels, k, temperature)
-    return float(correct.float().mean()) if len(correct) else 0.0
-
-
 def weighted_knn_correct(
     bank: torch.Tensor,
     bank_labels: torch.Tensor,
@@ -81,14 +69,6 @@ def weighted_knn_correct(
     return out
 
 
-def weighted_knn_report(
-    bank: torch.Tensor,
-    bank_labels: torch.Tensor,
-    query: torch.Tensor,
-    query_labels: torch.Tensor,
-    ks: tuple[int, ...] = (10, 20, 40),
-    temperature: float = 0.1,
-) -> dict[str, float]:
-    """``{"knn_top1": ..., "knn_weighted_k10_top1": ..., ...}``: 1-NN and weighted kNN."""
-    correct = weighted_knn_correct(bank, bank_labels, query, query_labels, ks, temperature)
+def accuracies(correct: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Each metric's accuracy from its per-query correctness, (Q,) bool -> fraction."""
     return {name: float(c.float().mean()) if len(c) else 0.0 for name, c in correct.items()}

@@ -14,6 +14,7 @@ import yaml
 from stars.metrics.intervals import SUFFIX_HIGH, SUFFIX_LOW
 from stars.storage import shown
 from stars.sweep.trial import TRIAL_DONE
+from stars.text import table
 from stars.workflow.group_run import write_rows
 
 TEST_METRICS = ("fewshot_test_5shot_mean", "fewshot_5shot_mean", "knn_top1")
@@ -111,7 +112,7 @@ def with_interval(row: dict[str, Any], objective: str) -> str:
     return f"{value:.4f}" if iv is None else f"{value:.4f} ± {(iv[1] - iv[0]) / 2:.4f}"
 
 
-def format_table(rows: list[dict[str, Any]], objective: str = "") -> str:
+def trials_table(rows: list[dict[str, Any]], objective: str = "") -> str:
     """The trials as a table; the objective shown with its interval (``value ± half``)."""
     if not rows:
         return "(no trials)"
@@ -127,11 +128,7 @@ def format_table(rows: list[dict[str, Any]], objective: str = "") -> str:
         return "-" if value is None else str(value)
 
     header = [f"{c} (± 95 %)" if c == objective else c for c in columns]
-    table = [header] + [[show(r, c) for c in columns] for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
-    return "\n".join(
-        "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)) for line in table
-    )
+    return table([header] + [[show(r, c) for c in columns] for r in rows])
 
 
 def best_lines(rows: list[dict[str, Any]], best: dict[str, Any], objective: str) -> list[str]:

@@ -455,9 +455,9 @@ def run_sweep(
             )
             log("")
             log(f"[sweep] PARTIAL: interrupted after {note}; no best trial is named")
-            log(res.format_table(rows, objective))
+            log(res.trials_table(rows, objective))
             raise JobInterrupted(signal_name)
-    table = res.format_table(rows, objective)
+    table = res.trials_table(rows, objective)
     return SweepOutcome(sweep_run.run_id, rows, best, artifacts, sources, table)
 
 

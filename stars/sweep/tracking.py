@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from stars.sweep.trial import TRIAL_DONE
+from stars.text import one_line
 from stars.tracking import runs as tr
 
 
@@ -20,10 +21,6 @@ def trial_runs(mlflow_client, experiment: str, sweep: str) -> dict[str, Any]:
     """Trial id -> MLflow run of every trial of ``sweep``."""
     runs = tr.find_runs(mlflow_client, experiment, **{tr.SWEEP: sweep, tr.STAGE: "stage2"})
     return {r.data.tags.get(tr.TRIAL, ""): r for r in runs}
-
-
-def _one_line(text: str, limit: int = 500) -> str:
-    return " ".join(str(text).split())[:limit]
 
 
 def _tune_callback_base():
@@ -70,7 +67,7 @@ class SweepProgress(_tune_callback_base()):
         if run is None:
             return
         if error and tr.ERROR not in run.data.tags:  # the trial's own message is more precise
-            self.client.set_tag(run.info.run_id, tr.ERROR, _one_line(error))
+            self.client.set_tag(run.info.run_id, tr.ERROR, one_line(error, 500))
         if run.info.status == "RUNNING" or (status == "FAILED" and run.info.status != "FAILED"):
             self.client.set_terminated(run.info.run_id, status)
 
@@ -108,7 +105,7 @@ class SweepProgress(_tune_callback_base()):
         self.failed += 1
         error = _error_text(trial)
         self._close(trial, "FAILED", error or "trial failed")
-        self._line(trials, trial, f"FAILED: {_one_line(error, 160)}", ended=True)
+        self._line(trials, trial, f"FAILED: {one_line(error, 160)}", ended=True)
 
 
 def _short(value: Any) -> str:

@@ -21,10 +21,10 @@ from stars.model.checkpoint import CHECKPOINT_FILE
 from stars.paths import check_kept
 from stars.tracking.epoch_metrics import RunRef
 from stars.train.config import ScaleConfig, Stage1JobConfig, Stage2Config, Stage2JobConfig
+from stars.train.faults import Fault
 from stars.train.placement import check_data_readable, check_resources, check_shared
 from stars.train.progress import progress_queue
 from stars.train.watchdog import LostNodeWatchdog
-from stars.train.worker_state import Fault
 
 
 def monitor_metric(s2: Stage2Config) -> str | None:
@@ -166,31 +166,20 @@ def run_stage1(
     resume when ``name`` already has checkpoints under the storage path."""
     from stars.train.stage1 import stage1_worker
 
-    check_data_readable(data)
-    split = pretrain_split(data, cfg.data.protocol)
-    steps = steps_per_epoch(data.split_size(split), cfg.scale.num_workers, cfg.data.batch_size)
-    in_memory = fits_in_memory(data, split, cfg.data, cfg.scale.num_workers)
-    loop_config = {
-        "job": to_dict(cfg),
-        "steps_per_epoch": steps,
-        "train_in_memory": in_memory,
-        "mlflow_run": (mlflow_run or RunRef()).to_dict(),
-        "data_digest": data.digest,
-        "split": split,
-    }
-    if fault is not None:
-        loop_config["fault"] = fault.to_dict()
-    epochs = cfg.stage1.epochs
-    with progress_queue("[stage 1]", steps * epochs, epochs, progress) as queue:
-        loop_config["progress"] = queue
-        trainer = make_trainer(
-            stage1_worker,
-            loop_config,
-            cfg.scale,
-            name,
-            {"train": train_dataset(data, split, cfg.data, in_memory)},
-        )
-        return stage_result(fit_watched(trainer, cfg.scale, name), cfg.scale)
+    split, in_memory, loop_config = _common_loop_config(cfg, data, mlflow_run)
+    loop_config.update({"data_digest": data.digest, "split": split})
+    datasets = {"train": train_dataset(data, split, cfg.data, in_memory)}
+    return _fit_stage(
+        stage1_worker,
+        loop_config,
+        cfg,
+        name,
+        datasets,
+        "[stage 1]",
+        cfg.stage1.epochs,
+        fault,
+        progress,
+    )
 
 
 def run_stage2(
@@ -218,9 +207,7 @@ def run_stage2(
 
     # Workers on any node read the source where it is kept: a shared path or a URI.
     source_file = Location(str(source)).absolute
-    check_data_readable(data)
-    split = pretrain_split(data, cfg.data.protocol)
-    in_memory = fits_in_memory(data, split, cfg.data, cfg.scale.num_workers)
+    split, in_memory, loop_config = _common_loop_config(cfg, data, mlflow_run)
     datasets = {"train": train_dataset(data, split, cfg.data, in_memory)}
     monitor = cfg.stage2.monitor
     if monitor == "holdout":
@@ -240,36 +227,76 @@ def run_stage2(
         datasets["monitor_bank"] = build_dataset(data, fewshot.gallery, "eval", cfg.data)
         if fewshot.query:
             datasets["monitor_query"] = build_dataset(data, fewshot.query, "eval", cfg.data)
+    loop_config.update(
+        {
+            "source": source_file,
+            "source_sha256": hashlib.sha256(storage.read_bytes(source_file)).hexdigest(),
+            "monitor": monitor,
+            "monitor_datasets": [name for name in datasets if name.startswith("monitor_")],
+            "objective_metric": objective_metric,
+        }
+    )
+    epochs = cfg.stage2.epochs + cfg.stage2.head_warmup_epochs
+    return _fit_stage(
+        stage2_worker,
+        loop_config,
+        cfg,
+        name,
+        datasets,
+        "[stage 2]",
+        epochs,
+        fault,
+        progress,
+        best_metric=monitor_metric(cfg.stage2),
+        split_only=["train"],
+        callbacks=callbacks,
+    )
+
+
+def _common_loop_config(
+    cfg: Stage1JobConfig | Stage2JobConfig, data: SkeletonDataset, mlflow_run: RunRef | None
+) -> tuple[str, bool, dict[str, Any]]:
+    """The pre-training split, whether it fits in memory, and the loop config keys every
+    stage's workers read (:mod:`stars.train.loop`)."""
+    check_data_readable(data)
+    split = pretrain_split(data, cfg.data.protocol)
+    in_memory = fits_in_memory(data, split, cfg.data, cfg.scale.num_workers)
     steps = steps_per_epoch(data.split_size(split), cfg.scale.num_workers, cfg.data.batch_size)
     loop_config = {
         "job": to_dict(cfg),
-        "source": source_file,
-        "source_sha256": hashlib.sha256(storage.read_bytes(source_file)).hexdigest(),
         "steps_per_epoch": steps,
         "train_in_memory": in_memory,
-        "monitor": monitor,
-        "monitor_datasets": [name for name in datasets if name.startswith("monitor_")],
         "mlflow_run": (mlflow_run or RunRef()).to_dict(),
-        "objective_metric": objective_metric,
     }
+    return split, in_memory, loop_config
+
+
+def _fit_stage(
+    entry: Any,
+    loop_config: dict[str, Any],
+    cfg: Stage1JobConfig | Stage2JobConfig,
+    name: str,
+    datasets: dict[str, Any],
+    label: str,
+    epochs: int,
+    fault: Fault | None,
+    progress: bool,
+    best_metric: str | None = None,
+    **trainer_options: Any,
+) -> StageResult:
+    """Run ``entry`` on Ray Train workers to the end (or the watchdog's verdict), with the
+    driver's progress bar fed by the workers; the stage's result and selected checkpoint."""
     if fault is not None:
         loop_config["fault"] = fault.to_dict()
-    best = monitor_metric(cfg.stage2)
-    epochs = cfg.stage2.epochs + cfg.stage2.head_warmup_epochs
-    with progress_queue("[stage 2]", steps * epochs, epochs, progress) as queue:
+    total_steps = loop_config["steps_per_epoch"] * epochs
+    with progress_queue(label, total_steps, epochs, progress) as queue:
         loop_config["progress"] = queue
+        ranking = {"metric": best_metric, "mode": "max"} if best_metric else {}
         trainer = make_trainer(
-            stage2_worker,
-            loop_config,
-            cfg.scale,
-            name,
-            datasets,
-            metric=best,
-            mode="max",
-            split_only=["train"],
-            callbacks=callbacks,
+            entry, loop_config, cfg.scale, name, datasets, **ranking, **trainer_options
         )
-        return stage_result(fit_watched(trainer, cfg.scale, name), cfg.scale, best_metric=best)
+        result = fit_watched(trainer, cfg.scale, name)
+        return stage_result(result, cfg.scale, best_metric=best_metric)
 
 
 def stage_result(result: Any, scale: ScaleConfig, best_metric: str | None = None) -> StageResult:

@@ -26,7 +26,8 @@ from stars.data.config import DataConfig
 from stars.data.pipeline import InMemoryTrainSet, StreamingTrainSet, quiet_ray_data
 from stars.model import checkpoint as ckpt
 from stars.tracking.epoch_metrics import EpochLogger, RunRef
-from stars.train import worker_state as ws
+from stars.train import device as dev
+from stars.train import faults, resume
 from stars.train.config import OptimConfig
 from stars.train.optim import LrSchedule, set_lr
 from stars.train.progress import ProgressSender
@@ -137,18 +138,18 @@ def run_loop(task: StageTask, settings: LoopSettings, loop_config: dict[str, Any
     )
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
-    ws.configure_device(worker.device, settings.tf32, settings.deterministic)
-    ws.seed_everything(settings.seed + worker.rank)
+    dev.configure_device(worker.device, settings.tf32, settings.deterministic)
+    resume.seed_everything(settings.seed + worker.rank)
 
     task.build(worker)
     steps_per_epoch = int(loop_config["steps_per_epoch"])
     schedule = LrSchedule.for_run(settings.optim, settings.epochs, steps_per_epoch)
     start_epoch, step, history, resumes = 0, 0, [], 0
-    resumed = ws.load_resume_state()
+    resumed = resume.load_resume_state()
     if resumed is not None:
         task.load_state(resumed)
         task.optimizer.load_state_dict(resumed["optimizer"])
-        start_epoch, step, history = ws.resume_position(resumed, worker.rank, settings.seed)
+        start_epoch, step, history = resume.resume_position(resumed, worker.rank, settings.seed)
         # Times this run went on from a checkpoint (a worker or node failure, or the same
         # --name again): a per-epoch metric, so MLflow shows where a run was interrupted.
         resumes = int(resumed.get("resumes", 0)) + 1
@@ -172,14 +173,14 @@ def run_loop(task: StageTask, settings: LoopSettings, loop_config: dict[str, Any
         for batch in train_set.epoch(epoch, worker.device):
             lr = schedule.at(step)
             set_lr(task.optimizer, lr)
-            with ws.autocast(worker.device, settings.amp):
+            with dev.autocast(worker.device, settings.amp):
                 loss = task.loss(wrapped, batch)
             task.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if settings.optim.clip_grad:
                 torch.nn.utils.clip_grad_norm_(wrapped.parameters(), settings.optim.clip_grad)
             task.optimizer.step()
-            ws.maybe_inject_failure(step, fault)
+            faults.maybe_inject_failure(step, fault)
             step += 1
             epoch_steps += 1
             seen += len(batch["x"])
@@ -208,10 +209,10 @@ def run_loop(task: StageTask, settings: LoopSettings, loop_config: dict[str, Any
                 task.kind,
                 task.model_config(),
                 **task.state(),
-                **ws.loop_state(task.optimizer, epoch, step, history),
+                **resume.loop_state(task.optimizer, epoch, step, history),
                 job_config=loop_config["job"],
                 mlflow_run=run.to_dict(),
                 resumes=resumes,
             )
-        ws.report({k: v for k, v in metrics.items() if not isinstance(v, str)}, payload)
+        resume.report({k: v for k, v in metrics.items() if not isinstance(v, str)}, payload)
         epoch_log.log(metrics, epoch)

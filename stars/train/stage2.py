@@ -18,7 +18,7 @@ from stars.config import from_dict
 from stars.data.pipeline import iter_worker_batches
 from stars.metrics.feature_set import FeatureSet
 from stars.metrics.fewshot import fewshot_report, restrict, validation_classes
-from stars.metrics.knn import weighted_knn_report
+from stars.metrics.knn import accuracies, weighted_knn_correct
 from stars.model import checkpoint as ckpt
 from stars.model.encoder import SkeletonEncoder, actors_as_batch, patchify
 from stars.model.heads import ContrastiveHeads
@@ -156,7 +156,7 @@ def monitor_report(s2: Stage2Config, bank: FeatureSet, query: FeatureSet | None)
             prefix="fewshot_val",
         )
     else:
-        report = weighted_knn_report(*bank.tensors(), *query.tensors())
+        report = accuracies(weighted_knn_correct(*bank.tensors(), *query.tensors()))
     return {f"monitor_{k}": v for k, v in report.items()}
 
 

@@ -37,14 +37,7 @@ def run_of_checkpoint(tracker: Tracker, checkpoint: str) -> Any | None:
 
 def checkpoint_of_run(tracker: Tracker, run_id: str) -> str:
     """The checkpoint an MLflow run (any stage) recorded, for ``--checkpoint RUN_ID``."""
-    if not tracker.enabled:
-        raise JobError("--checkpoint RUN_ID needs MLflow tracking (drop --no-tracking)")
-    from mlflow.exceptions import MlflowException
-
-    try:
-        run = tracker.client.get_run(run_id)
-    except MlflowException as err:
-        raise JobError(f"no MLflow run {run_id!r} in {tracker.uri} ({err.message})") from None
+    run = tracker.named_run(run_id, "--checkpoint RUN_ID")
     checkpoint = run.data.tags.get(tr.CHECKPOINT, "")
     if not checkpoint:
         raise JobError(f"MLflow run {run_id} recorded no checkpoint (its {tr.CHECKPOINT} tag)")

@@ -136,13 +136,6 @@ def per_seed_rows(lineages: list[Lineage]) -> list[dict[str, object]]:
     return rows
 
 
-def format_table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
-
-
 def points(iv: Interval | None, signed: bool = False) -> str:
     """``45.2 ± 2.1`` in percentage points (``+0.6 ± 2.1`` for a difference); ``-``."""
     if iv is None:

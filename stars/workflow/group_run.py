@@ -12,6 +12,7 @@ from typing import Any
 
 from stars import interrupts
 from stars.metrics.intervals import DELTA, verdict
+from stars.text import table
 from stars.tracking import liveness
 from stars.tracking import runs as tr
 from stars.workflow.group import (
@@ -20,7 +21,6 @@ from stars.workflow.group import (
     STAGE_LABELS,
     Lineage,
     difference_rows,
-    format_table,
     group_metrics,
     per_seed_rows,
     points,
@@ -175,10 +175,10 @@ def format_group_summary(metrics: dict[str, float], lineages: list[Lineage]) -> 
     n = int(metrics.get("n_seeds", 0))
     seeds = ", ".join(str(ln.seed) for ln in lineages if not ln.error)
     lines = [f"{n} seeds ({seeds}): metrics in %, mean ± 95 % interval over seeds (t, n = {n})"]
-    lines.append(format_table(stage_rows(metrics)))
+    lines.append(table(stage_rows(metrics)))
     diffs = group_differences(metrics)
     if diffs:
-        lines += ["", "differences paired by seed:", format_table(difference_rows(diffs))]
+        lines += ["", "differences paired by seed:", table(difference_rows(diffs))]
     failed = [ln for ln in lineages if ln.error]
     for ln in failed:
         lines.append(f"seed {ln.seed} FAILED: {ln.error}")

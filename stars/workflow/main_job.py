@@ -16,17 +16,17 @@ from stars.data.shards import SkeletonDataset
 from stars.errors import JobError
 from stars.metrics.feature_set import FeatureSet
 from stars.metrics.intervals import verdict
+from stars.text import table
 from stars.tracking.config import is_local_store
+from stars.train.faults import Fault
 from stars.train.launch import shared_training_rows
 from stars.train.progress import prefixed_print
-from stars.train.worker_state import Fault
 from stars.workflow.config import MainConfig
 from stars.workflow.group import (
     COMPARISONS,
     HEADLINE,
     STAGE_LABELS,
     difference_rows,
-    format_table,
     points,
     stored_interval,
 )
@@ -254,11 +254,11 @@ def format_summary(outcomes: list[StageOutcome], resamples: int = 1000, seed: in
         "metrics in % with 95 % intervals over this seed's test samples (kNN, linear) and "
         "few-shot episodes; training again with another seed moves them more "
         "(--seeds N measures that)",
-        format_table(summary_rows(outcomes)),
+        table(summary_rows(outcomes)),
     ]
     diffs = paired_differences(outcomes, resamples, seed)
     if diffs:
-        lines += ["", format_table(difference_rows(diffs))]
+        lines += ["", table(difference_rows(diffs))]
     return "\n".join(lines)
 
 

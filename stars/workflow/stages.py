@@ -22,8 +22,8 @@ from stars.metrics.outcomes import Outcomes
 from stars.model.checkpoint import CHECKPOINT_FILE, resolve_checkpoint, write_random_init
 from stars.tracking import runs as tr
 from stars.train.config import Stage1JobConfig, Stage2JobConfig
+from stars.train.faults import Fault
 from stars.train.launch import StageResult, run_stage1, run_stage2
-from stars.train.worker_state import Fault
 from stars.workflow.reference import reference_outcomes
 from stars.workflow.tracker import Tracker, describe
 
@@ -369,14 +369,7 @@ def _reused_baseline(tracker: Tracker, done: list) -> StageOutcome | None:
 def stage1_from_run(tracker: Tracker, run_id: str) -> Stage1Ref:
     """The stage-1 checkpoint of MLflow run ``run_id`` (its ``stars.checkpoint`` path or URI,
     or the run's checkpoint artifact when that is not reachable from here)."""
-    from mlflow.exceptions import MlflowException
-
-    if not tracker.enabled:
-        raise JobError("a source run needs MLflow tracking (drop --no-tracking)")
-    try:
-        run = tracker.client.get_run(run_id)
-    except MlflowException as err:
-        raise JobError(f"no MLflow run {run_id!r} in {tracker.uri} ({err.message})") from None
+    run = tracker.named_run(run_id, "a source run")
     if run.data.tags.get(tr.STAGE) != "stage1":
         raise JobError(f"MLflow run {run_id} is not a stage-1 run (its stars.stage tag)")
     path = run.data.tags.get(tr.CHECKPOINT, "")

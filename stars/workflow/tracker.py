@@ -8,7 +8,7 @@ from typing import Any
 
 from stars import storage
 from stars.data.shards import SkeletonDataset
-from stars.errors import StarsError
+from stars.errors import JobError, StarsError
 from stars.eval.runner import EvalResult
 from stars.interrupts import resume_command as command_line
 from stars.model.checkpoint import CheckpointError, read, resolve_checkpoint
@@ -52,6 +52,18 @@ class Tracker:
             store.prepare_schema(self.uri)
             self.client = tr.client(self.uri)
             self.end_stale_runs()
+
+    def named_run(self, run_id: str, needed_by: str) -> Any:
+        """The MLflow run ``run_id`` a user named; JobError when tracking is off
+        (``needed_by`` says what needs it) or when the store has no such run."""
+        if not self.enabled:
+            raise JobError(f"{needed_by} needs MLflow tracking (drop --no-tracking)")
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_run(run_id)
+        except MlflowException as err:
+            raise JobError(f"no MLflow run {run_id!r} in {self.uri} ({err.message})") from None
 
     def end_stale_runs(self) -> None:
         """Runs of this experiment left RUNNING by a driver that died end FAILED, each

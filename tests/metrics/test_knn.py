@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from stars.metrics.knn import knn_predict, weighted_knn_report
+from stars.metrics.knn import accuracies, knn_predict, weighted_knn_correct
 
 
 def _brute_force(bank, bank_labels, query, k, temperature, num_classes):
@@ -34,7 +34,7 @@ def test_knn_report_names_and_perfect_case():
     centres = torch.eye(4, 8) * 10
     labels = torch.arange(4).repeat_interleave(10)
     bank = centres[labels] + 0.01 * torch.randn(40, 8)
-    report = weighted_knn_report(bank, labels, bank + 0.001, labels)
+    report = accuracies(weighted_knn_correct(bank, labels, bank + 0.001, labels))
     assert set(report) == {
         "knn_top1",
         "knn_weighted_k10_top1",

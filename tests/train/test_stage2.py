@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from stars.model.checkpoint import load_encoder, read, resolve_checkpoint
+from stars.train.faults import Fault
 from stars.train.launch import run_stage1, run_stage2
 from stars.train.resolve import stage1_config, stage2_config
-from stars.train.worker_state import Fault
 
 pytestmark = pytest.mark.ray
 

@@ -20,7 +20,7 @@ from stars.data.synthetic import SyntheticSpec
 from stars.data.transforms import eval_view
 from stars.metrics.feature_set import FeatureSet
 from stars.metrics.fewshot import fewshot_report
-from stars.metrics.knn import knn_top1
+from stars.metrics.knn import knn_correct
 from stars.model.config import preset
 from stars.model.encoder import SkeletonEncoder
 from stars.train.config import OptimConfig, Stage2Config
@@ -47,7 +47,7 @@ def _encode(encoder, x):
 
 def _scores(encoder, sets):
     (xtr, ytr, _), (xte, yte, _), (xg, yg, ig), (xq, yq, iq) = sets
-    knn = knn_top1(_encode(encoder, xtr), ytr, _encode(encoder, xte), yte)
+    knn = float(knn_correct(_encode(encoder, xtr), ytr, _encode(encoder, xte), yte).float().mean())
     gallery = FeatureSet(_encode(encoder, xg).numpy(), yg.numpy(), ig)
     query = FeatureSet(_encode(encoder, xq).numpy(), yq.numpy(), iq)
     few, _ = fewshot_report(gallery, query, shots=(5,), episodes=5)

@@ -21,7 +21,7 @@ from stars.model import checkpoint as ckpt
 from stars.model.config import preset
 from stars.model.encoder import SkeletonEncoder
 from stars.model.mamp import MAMP
-from stars.train import worker_state as ws
+from stars.train import resume
 from stars.train.config import OptimConfig, ScaleConfig
 from stars.train.optim import param_groups, scheduled_lr
 
@@ -53,12 +53,12 @@ def test_finetune_layer_decay_scales_each_block():
 
 
 def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
-    ws.seed_everything(11)
-    state = ws.rng_state()
+    resume.seed_everything(11)
+    state = resume.rng_state()
     expected = (torch.rand(3), np.random.rand(3), random.random())
     ckpt.save(tmp_path / "c.pt", {"rng": state})
     torch.rand(5), np.random.rand(5)  # the run goes on, then fails
-    ws.restore_rng(ckpt.read(tmp_path / "c.pt")["rng"])
+    resume.restore_rng(ckpt.read(tmp_path / "c.pt")["rng"])
     again = (torch.rand(3), np.random.rand(3))
     assert torch.equal(again[0], expected[0]) and np.array_equal(again[1], expected[1])
 
@@ -144,7 +144,7 @@ def test_from_run_falls_back_to_the_mlflow_artifact(tmp_path):
 
 def test_cpu_training_uses_bf16_only_where_it_is_faster(tmp_path, monkeypatch):
     from stars.train import precision
-    from stars.train.worker_state import autocast
+    from stars.train.device import autocast
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n")

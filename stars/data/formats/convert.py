@@ -16,6 +16,7 @@ from tqdm import tqdm
 from stars.data.manifest import Manifest
 from stars.data.prepare import write_report
 from stars.data.shards import DataError, DatasetSpec, Sample, SampleError, ShardWriter
+from stars.text import one_line
 
 
 class Rejected(Exception):  # noqa: N818 - it names an outcome, not a failure of the code
@@ -48,7 +49,7 @@ def _safe_parse(args: tuple[Callable[[Any], Parsed], str, Any]) -> tuple[str, Pa
     except Rejected as err:
         return name, err.reason
     except Exception as err:  # one file never stops a conversion
-        return name, f"unreadable ({type(err).__name__}: {_short(err)})"
+        return name, f"unreadable ({type(err).__name__}: {one_line(err, 160) or 'no message'})"
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -67,11 +68,6 @@ def _die_with_parent(parent_pid: int) -> None:
         return
     if os.getppid() != parent_pid:  # the parent died before the call took effect
         os._exit(1)
-
-
-def _short(err: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(err).split())
-    return text[:limit] if text else "no message"
 
 
 def _parsed_stream(

@@ -1,12 +1,10 @@
-"""The state a training worker carries across a restart: device set-up, RNG, the resume
-position, checkpoint payloads and their reporting, and the fault hook of the resume tests."""
+"""What a training worker carries across a restart: its RNG streams, the resume position,
+and the checkpoint payload it reports to Ray Train every epoch."""
 
 from __future__ import annotations
 
-import contextlib
 import random
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,37 +13,6 @@ import torch
 
 from stars.model import checkpoint as ckpt
 from stars.model.checkpoint import CHECKPOINT_FILE
-
-
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """bf16/fp16 autocast on CUDA; on a CPU, bf16 only where it trains faster (AMX), else
-    fp32 (see :func:`stars.train.precision.cpu_trains_faster_in_bf16`)."""
-    from stars.train.precision import cpu_trains_faster_in_bf16
-
-    if amp == "none":
-        return contextlib.nullcontext()
-    if device.type == "cpu":
-        if amp == "bf16" and cpu_trains_faster_in_bf16():
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def configure_device(device: torch.device, tf32: bool, deterministic: bool = False) -> None:
-    """TF32 on CUDA, and (``scale.deterministic``) torch's deterministic algorithms: an
-    operation without a deterministic implementation then fails naming itself."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
-    if deterministic:
-        import os
-
-        # cuBLAS needs a fixed workspace to reduce in a fixed order (CUDA >= 10.2).
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
 
 
 def seed_everything(seed: int) -> None:
@@ -131,25 +98,3 @@ def report(metrics: dict[str, float], payload: dict[str, Any] | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt.save(Path(tmp) / CHECKPOINT_FILE, payload)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-
-
-@dataclass(frozen=True)
-class Fault:
-    """Test hook, never part of a job config: raise once when the global step reaches
-    ``at_step``; the ``marker`` file makes it once per run, across the restart that follows."""
-
-    at_step: int
-    marker: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"at_step": self.at_step, "marker": self.marker}
-
-
-def maybe_inject_failure(step: int, fault: dict[str, Any] | None) -> None:
-    if not fault or step != int(fault["at_step"]):
-        return
-    path = Path(fault["marker"])
-    if path.exists():
-        return
-    path.write_text(str(step))
-    raise RuntimeError(f"injected failure at step {step} (test hook)")
