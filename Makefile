@@ -3,6 +3,7 @@
 #   make run     the main job on the embedded synthetic data (CPU, minutes), tracked in MLflow
 #   make test    the whole test suite (what CI runs)
 #   make bench   benchmarks -> table + bench-results.json
+#   make bench-gpu  the training step on this machine's GPU (torch only; see bench/gpu.py)
 #   make lint    ruff
 #
 # TORCH_SPEC picks the torch build. The default pins 2.13.0: on a CPU box with a local wheel
@@ -21,7 +22,7 @@ PYTEST_ARGS ?=
 export RAY_USAGE_STATS_ENABLED ?= 0
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: install run test test-fast bench lint clean-venv
+.PHONY: install run test test-fast bench bench-gpu lint clean-venv
 
 install: $(STAMP)
 
@@ -47,6 +48,11 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# Needs torch and this package only: on a GPU machine without Ray or MLflow,
+# `python -m bench.gpu --record` from the repository root does the same.
+bench-gpu: $(STAMP)
+	$(PY) -m bench.gpu --record $(BENCH_GPU_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check stars jobs tests bench

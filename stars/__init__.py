@@ -16,7 +16,20 @@ published MAMP file, e.g. to inspect its motion predictions.
 
 __version__ = "0.1.0"
 
-from stars.model.checkpoint import load_encoder, load_stage1
-from stars.model.encoder import create_encoder
-
 __all__ = ["__version__", "create_encoder", "load_encoder", "load_stage1"]
+
+_ENTRY_POINTS = {
+    "create_encoder": "stars.model.encoder",
+    "load_encoder": "stars.model.checkpoint",
+    "load_stage1": "stars.model.checkpoint",
+}
+
+
+def __getattr__(name: str):
+    # Loaded on first use, so that ``import stars.model.mamp`` needs torch alone (the GPU
+    # benchmark runs where only torch is installed), not the storage stack behind checkpoints.
+    if name in _ENTRY_POINTS:
+        import importlib
+
+        return getattr(importlib.import_module(_ENTRY_POINTS[name]), name)
+    raise AttributeError(f"module 'stars' has no attribute {name!r}")

@@ -68,15 +68,12 @@ def train_linear_probe(
     return probe.eval()
 
 
-@torch.no_grad()
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> np.ndarray:
-    """(K, K) counts, rows = true class, columns = predicted."""
-    flat = target.long() * num_classes + pred.long()
-    return (
-        torch.bincount(flat, minlength=num_classes * num_classes)
-        .reshape(num_classes, num_classes)
-        .numpy()
-    )
+    """(K, K) counts, rows = true class, columns = predicted; pred, target (N,)."""
+    from sklearn.metrics import confusion_matrix as counts
+
+    classes = np.arange(num_classes)
+    return counts(target.cpu().numpy(), pred.cpu().numpy(), labels=classes).astype(np.int64)
 
 
 @dataclass(frozen=True)

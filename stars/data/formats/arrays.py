@@ -329,6 +329,9 @@ def convert_arrays(
 
 def _stratified(rows: list[dict[str, str]], test_fraction: float, seed: int) -> list[str]:
     """Per class, a seeded ``test_fraction`` of the rows goes to ``test``."""
+    # Not sklearn's train_test_split(stratify=...): it refuses a class of one recording
+    # (here it stays in train), and the split a seed gives would differ from the one
+    # existing conversions recorded (the manifest's digest would change on re-conversion).
     rng = np.random.default_rng(seed)
     out = ["train"] * len(rows)
     by_label: dict[str, list[int]] = {}
