@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         results.extend(SUITES[name]())
     print(table(results))
     out = Path(args.out)
-    previous = json.loads(out.read_text()) if out.exists() and args.only else {}
-    merged = {r["name"]: r for r in previous.get("benchmarks", [])}
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    kept = previous.get("benchmarks", []) if args.only else []
+    merged = {r["name"]: r for r in kept}
     merged.update({r.name: r.to_dict() for r in results})
     payload = {
         "machine": {
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         "unix_time": int(time.time()),
         "benchmarks": list(merged.values()),
     }
+    if "gpu" in previous:  # measured by bench.gpu on another machine: a CPU run keeps it
+        payload["gpu"] = previous["gpu"]
     out.write_text(json.dumps(payload, indent=1))
     print(f"wrote {out}")
     return 0
