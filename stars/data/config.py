@@ -34,7 +34,11 @@ class DataConfig:
         map_batch_size: rows per Ray Data transform task.
         in_memory: training workers keep their share of the rows in memory and make the
             random views themselves (true), or Ray Data streams and transforms them every
-            epoch (false); unset: in memory when a worker's share fits 2 GiB.
+            epoch (false); unset: in memory when a worker's share fits
+            ``in_memory_max_bytes``.
+        in_memory_max_bytes: the decoded bytes of a worker's share of the training rows
+            below which it keeps them in memory (default 2 GiB; a stored row decodes to
+            T_max x M x V x 3 float32, 180,000 bytes for NTU's 300 x 2 x 25).
     """
 
     path: str = ""
@@ -48,6 +52,7 @@ class DataConfig:
     shuffle_buffer: int = 512
     map_batch_size: int = 256
     in_memory: bool | None = None
+    in_memory_max_bytes: int = 2 << 30
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def __post_init__(self) -> None:

@@ -172,17 +172,13 @@ def build_base_dataset(data: SkeletonDataset, split: str | None) -> ray.data.Dat
     )
 
 
-# A worker keeps its shard in memory when it fits this budget (per worker); larger datasets
-# stream through Ray Data every epoch.
-IN_MEMORY_MAX_BYTES = 2 << 30
-
-
 def fits_in_memory(data: SkeletonDataset, split: str, cfg: DataConfig, workers: int) -> bool:
-    """``data.in_memory``, or (unset) whether a worker's share of ``split`` fits the budget."""
+    """``data.in_memory``, or (unset) whether a worker's share of ``split`` decodes to at most
+    ``data.in_memory_max_bytes`` (larger shares stream through Ray Data every epoch)."""
     if cfg.in_memory is not None:
         return cfg.in_memory
     row = data.t_max * data.num_bodies * data.num_joints * 3 * 4
-    return data.split_size(split) * row / max(workers, 1) <= IN_MEMORY_MAX_BYTES
+    return data.split_size(split) * row / max(workers, 1) <= cfg.in_memory_max_bytes
 
 
 class InMemoryTrainSet:
