@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from stars.config import apply_dotted
 from stars.metrics.intervals import SUFFIX_HIGH, SUFFIX_LOW
 from stars.storage import shown
 from stars.sweep.trial import TRIAL_DONE
@@ -174,14 +175,8 @@ def write_best_config(
 ) -> Path:
     """The best trial's values over the sweep's base settings, as a job file whose
     ``stage2`` section every job's ``--config`` reads."""
-    tree: dict[str, Any] = yaml.safe_load(yaml.safe_dump(base)) or {}
-    for key in keys:
-        node = tree
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        value = best[key]
-        node[leaf] = list(value) if isinstance(value, tuple) else value
+    values = {k: list(best[k]) if isinstance(best[k], tuple) else best[k] for k in keys}
+    tree = apply_dotted(yaml.safe_load(yaml.safe_dump(base)) or {}, values)
     header = (
         f"# Best trial {best['trial']} of the sweep: {objective} = "
         f"{with_interval(best, objective)} (± 95 % interval)\n"

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from stars.config import ConfigError, Layered, flatten, pin, set_dotted, to_dict
+from stars.config import ConfigError, Layered, apply_dotted, flatten, pin, set_dotted, to_dict
 from stars.data.job_data import pretrain_split
 from stars.data.shards import SkeletonDataset
 from stars.errors import JobError
@@ -464,13 +464,6 @@ def run_sweep(
 def _explicit_tree(stage2: Layered[Stage2JobConfig]) -> dict[str, Any]:
     """The stage-2 keys the user set for the sweep (the best-config file's base)."""
     flat = flatten(stage2.config)
-    tree: dict[str, Any] = {}
-    for key in sorted(stage2.explicit):
-        if key not in flat or key.startswith(("data.path", "scale.storage_path")):
-            continue
-        node = tree
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = flat[key]
-    return tree
+    kept = [k for k in sorted(stage2.explicit) if k in flat]
+    chosen = [k for k in kept if not k.startswith(("data.path", "scale.storage_path"))]
+    return apply_dotted({}, {key: flat[key] for key in chosen})
