@@ -316,7 +316,174 @@ def bench_node_sizing(num_classes: int = 60, per_class: int = 40) -> list[Result
     ]
 
 
+def _cpu_per_row(paths: list, step) -> float:
+    """CPU seconds per row of ``step(table)`` over every shard, the best of 3 passes after a
+    warm-up pass (the page cache warm, as for a streaming epoch)."""
+    import pyarrow.parquet as pq
+
+    best = float("inf")
+    for attempt in range(4):
+        rows, start = 0, time.process_time()
+        for path in paths:
+            table = pq.read_table(path)
+            step(table)
+            rows += table.num_rows
+        if attempt:
+            best = min(best, (time.process_time() - start) / rows)
+    return best
+
+
+def bench_row_format(num_classes: int = 120, per_class: int = 480) -> list[Result]:
+    """Rows stored at the size of their content (schema 2) against the padded format of
+    schema 1, the same rows side by side: the pipeline's decode + training transforms per
+    row-epoch, against a plain pyarrow read of the same shards and against schema 1."""
+    from bench.row_format_v1 import padded_rows, write_padded_copy
+    from stars.data.pipeline import stored_rows, transform_batch
+    from stars.data.shards import JOINTS
+
+    cfg = DataConfig(num_frames=120)
+    with tempfile.TemporaryDirectory(prefix="stars-bench-", dir="/tmp") as tmp:
+        spec = SyntheticSpec(
+            num_classes=num_classes, samples_per_class=per_class, num_base_classes=num_classes
+        )
+        write_synthetic(Path(tmp) / "v2", spec, progress=False)
+        data = open_dataset(Path(tmp) / "v2")
+        v1 = write_padded_copy(data.shard_paths, Path(tmp) / "v1", data.t_max, data.num_bodies)
+        M = data.num_bodies
+
+        def pipeline_v2(table) -> None:
+            transform_batch(stored_rows(table, M), split_bit=None, mode="train", cfg=cfg)
+
+        def pipeline_v1(table) -> None:
+            transform_batch(padded_rows(table), split_bit=None, mode="train", cfg=cfg)
+
+        plain = _cpu_per_row(data.shard_paths, lambda table: None)
+        ours = _cpu_per_row(data.shard_paths, pipeline_v2)
+        before = _cpu_per_row(v1, pipeline_v1)
+        sizes = data.read_split(None, ["num_frames", "num_bodies"])
+        content = float((sizes["num_frames"] * sizes["num_bodies"]).mean()) * 25 * 3 * 4
+        kept = sum(stored_rows(pq_read(p), M)[JOINTS].nbytes for p in data.shard_paths)
+        decoded = kept / data.num_samples
+        padded_row = data.t_max * M * data.num_joints * 3 * 4
+    rows = f"{data.num_samples} synthetic rows, 512 per shard, one core"
+    return [
+        Result(
+            "rows_pipeline_vs_plain_read",
+            ours * 1e3,
+            "CPU-ms/row",
+            plain * 1e3,
+            "<= 1.2x",
+            f"decode + training transforms (T 120) per row-epoch; baseline: pyarrow read of the "
+            f"same shards; {rows}",
+        ),
+        Result(
+            "rows_pipeline_vs_padded_format",
+            ours * 1e3,
+            "CPU-ms/row",
+            before * 1e3,
+            "<= 0.4x",
+            f"the same pipeline; baseline: the same rows padded to T_max {data.t_max} "
+            f"(schema 1, fixed_shape_tensor); {rows}",
+        ),
+        Result(
+            "rows_decoded_vs_content_bytes",
+            decoded / 1e3,
+            "KB/row",
+            content / 1e3,
+            "<= 1.3x",
+            f"what a worker keeps per row (schema 1 kept {padded_row / 1e3:.0f} KB); baseline: "
+            "frames x actors present x 25 x 3 float32",
+        ),
+    ]
+
+
+def _ray_cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its descendants alive now, from /proc: a
+    local ``ray.init`` starts the GCS and raylet as children, and Ray's workers (where Ray
+    Data's tasks run) are the raylet's."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, cpu = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        parent[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            pid = parent.get(pid, 0)
+            if pid == os.getpid():
+                return True
+        return False
+
+    return time.process_time() + sum(c for pid, c in cpu.items() if descends(pid))
+
+
+def bench_ray_row_epoch(num_classes: int = 120, per_class: int = 480) -> list[Result]:
+    """CPU per row-epoch of the Ray Data training pipeline (every process), against a plain
+    in-process pyarrow read + the same transforms of the same shards."""
+    import ray
+
+    from stars.data.pipeline import build_dataset, stored_rows, transform_batch
+
+    cfg = DataConfig(num_frames=120, map_batch_size=256)
+    with tempfile.TemporaryDirectory(prefix="stars-bench-", dir="/tmp") as tmp:
+        spec = SyntheticSpec(
+            num_classes=num_classes, samples_per_class=per_class, num_base_classes=num_classes
+        )
+        write_synthetic(Path(tmp) / "data", spec, progress=False)
+        data = open_dataset(Path(tmp) / "data")
+        M = data.num_bodies
+
+        def plain_step(table) -> None:
+            transform_batch(stored_rows(table, M), split_bit=None, mode="train", cfg=cfg)
+
+        plain = _cpu_per_row(data.shard_paths, plain_step)
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            _temp_dir=str(Path(tmp) / "ray"),
+            configure_logging=False,
+        )
+        try:
+            ds = build_dataset(data, None, "train", cfg)
+            per_epoch = []
+            for _ in range(3):  # the first epoch starts Ray Data's workers
+                start, rows = _ray_cpu_seconds(), 0
+                for batch in ds.iter_batches(batch_size=256, batch_format="numpy"):
+                    rows += len(batch["label"])
+                per_epoch.append((_ray_cpu_seconds() - start) / rows)
+        finally:
+            ray.shutdown()
+    pipeline = min(per_epoch[1:])
+    return [
+        Result(
+            "rows_ray_pipeline_vs_plain_read",
+            pipeline * 1e3,
+            "CPU-ms/row",
+            plain * 1e3,
+            "<= 1.2x",
+            f"Ray Data read + training transforms, every process, best of epochs 2-3, "
+            f"{data.num_samples} rows; baseline: pyarrow read + the same transforms in one "
+            "process",
+        )
+    ]
+
+
+def pq_read(path):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path)
+
+
 BENCHMARKS = {
+    "row_format": bench_row_format,
+    "ray_row_epoch": bench_ray_row_epoch,
     "node_sizing": bench_node_sizing,
     "transforms": bench_transforms,
     "synthetic": bench_synthetic_generation,

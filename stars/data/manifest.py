@@ -19,7 +19,8 @@ from stars.errors import StarsError
 from stars.location import unsafe_name_reason
 from stars.skeleton import JointLayout, get_layout
 
-SCHEMA_VERSION = 1
+# 2: joints stored without padding (list<float32>, stars.data.rows); 1 padded them to T_max.
+SCHEMA_VERSION = 2
 
 _REQUIRED = (
     "schema_version",
@@ -170,7 +171,8 @@ class Manifest:
         if raw["schema_version"] != SCHEMA_VERSION:
             raise DataError(
                 f"{shown}: schema version {raw['schema_version']} is not "
-                f"supported (this code reads version {SCHEMA_VERSION})"
+                f"supported (this code reads version {SCHEMA_VERSION}); "
+                + reconversion_hint(raw.get("source"))
             )
         try:
             return cls._parse(raw)
@@ -259,3 +261,17 @@ def verify_digest(raw: Mapping[str, Any], shown: str) -> None:
         raise DataError(
             f"{shown}: content digest does not match its own entries (the manifest was edited)"
         )
+
+
+def reconversion_hint(recording: object) -> str:
+    """How to convert the recording again: its ``jobs/prepare_data.py`` command when the
+    manifest says where it came from."""
+    if not isinstance(recording, dict) or not recording.get("format"):
+        return "convert the recordings again with jobs/prepare_data.py"
+    source = recording.get("path", "SOURCE")
+    if recording["format"] == "synthetic":
+        return "delete the cached directory: the next job generates it again"
+    return (
+        f"convert it again: python jobs/prepare_data.py {recording['format']} {source} "
+        "--out NEW_DIR (with the options it was converted with)"
+    )

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from stars.data import transforms
 from stars.data.config import DataConfig
+from stars.data.rows import RaggedJoints
 from stars.data.shards import JOINTS, SkeletonDataset
 
 if TYPE_CHECKING:
@@ -57,21 +58,21 @@ def transform_batch(
     """One Ray Data batch of stored rows -> model-ready arrays (rows outside the split dropped).
 
     Args:
-        batch: ``joints`` (B, T_max, M, V, 3), ``num_frames``, ``label``, ``sample_index``,
-            ``split_mask`` (B,).
+        batch: ``joints`` (:class:`RaggedJoints`, or (B, T, M, V, 3) zero padded),
+            ``num_frames``, ``label``, ``sample_index``, ``split_mask`` (B,).
         holdout: ``all``; ``query`` keeps only every 10th sample (by index), ``bank`` the
             rest: a labelled held-out part of a training split for monitoring.
     Returns:
         ``x`` (B', M, T, V, 3) float32, ``label`` and ``sample_index`` (B',) int64.
     """
     keep = split_rows(batch, split_bit, holdout)
-    joints = batch[JOINTS][keep]
+    joints = _take(batch[JOINTS], keep)
     lengths = batch["num_frames"][keep].astype(np.int64)
     index = batch["sample_index"][keep].astype(np.int64)
     if len(index) == 0:  # a block with no row of this split
-        _, _, M, V, C = joints.shape
+        M, V = _bodies_and_joints(batch[JOINTS])
         return {
-            "x": np.zeros((0, M, cfg.num_frames, V, C), np.float32),
+            "x": np.zeros((0, M, cfg.num_frames, V, 3), np.float32),
             "label": np.zeros(0, np.int64),
             "sample_index": index,
         }
@@ -104,9 +105,34 @@ def tensor_column(x: np.ndarray) -> pa.Array:
     )
 
 
-def transform_block(batch: dict[str, np.ndarray], **kwargs: Any) -> pa.Table:
-    """:func:`transform_batch` as an Arrow table (what the Ray Data pipeline emits)."""
-    out = transform_batch(batch, **kwargs)
+def _take(joints: np.ndarray | RaggedJoints, rows: np.ndarray) -> np.ndarray | RaggedJoints:
+    return joints.take(rows) if isinstance(joints, RaggedJoints) else joints[rows]
+
+
+def _bodies_and_joints(joints: np.ndarray | RaggedJoints) -> tuple[int, int]:
+    if isinstance(joints, RaggedJoints):
+        return joints.num_bodies, joints.num_joints
+    return joints.shape[2], joints.shape[3]
+
+
+def stored_rows(table: pa.Table, num_bodies: int) -> dict[str, Any]:
+    """A block of stored rows as arrays: the metadata columns as numpy, ``joints`` as
+    :class:`RaggedJoints` over the block's own buffer (no copy, no padding)."""
+    out: dict[str, Any] = {
+        name: table.column(name).to_numpy(zero_copy_only=False)
+        for name in table.column_names
+        if name != JOINTS
+    }
+    column = table.column(JOINTS)
+    num_joints = column.type.value_type.list_size // 3
+    out[JOINTS] = RaggedJoints.from_arrow(column, out["num_frames"], num_joints, num_bodies)
+    return out
+
+
+def transform_block(table: pa.Table, *, num_bodies: int, **kwargs: Any) -> pa.Table:
+    """:func:`transform_batch` of a block of stored rows, as an Arrow table (what the Ray Data
+    pipeline emits)."""
+    out = transform_batch(stored_rows(table, num_bodies), **kwargs)
     return pa.table(
         {"x": tensor_column(out["x"]), "label": out["label"], "sample_index": out["sample_index"]}
     )
@@ -137,25 +163,29 @@ def build_dataset(
         shuffle="files" if mode == "train" else None,
     )
     ds = ds.select_columns(READ_COLUMNS)
-    fn = functools.partial(transform_block, split_bit=bit, mode=mode, cfg=cfg, holdout=holdout)
+    fn = functools.partial(
+        transform_block,
+        num_bodies=data.num_bodies,
+        split_bit=bit,
+        mode=mode,
+        cfg=cfg,
+        holdout=holdout,
+    )
     return ds.map_batches(
-        fn, batch_format="numpy", batch_size=cfg.map_batch_size, zero_copy_batch=True, **map_kwargs
+        fn,
+        batch_format="pyarrow",
+        batch_size=cfg.map_batch_size,
+        zero_copy_batch=True,
+        **map_kwargs,
     )
 
 
-def select_block(
-    batch: dict[str, np.ndarray], *, split_bit: int | None, holdout: str = "all"
-) -> pa.Table:
-    """The stored rows of one split, untransformed (the in-memory training path's input)."""
+def select_block(table: pa.Table, *, split_bit: int | None, holdout: str = "all") -> pa.Table:
+    """The stored rows of one split, untransformed and unpadded (the in-memory training
+    path's input)."""
+    batch = {name: table.column(name).to_numpy() for name in ("sample_index", "split_mask")}
     keep = split_rows(batch, split_bit, holdout)
-    return pa.table(
-        {
-            JOINTS: tensor_column(batch[JOINTS][keep]),
-            "num_frames": batch["num_frames"][keep].astype(np.int64),
-            "label": batch["label"][keep].astype(np.int64),
-            "sample_index": batch["sample_index"][keep].astype(np.int64),
-        }
-    )
+    return table.filter(pa.array(keep)).select([JOINTS, "num_frames", "label", "sample_index"])
 
 
 def build_base_dataset(data: SkeletonDataset, split: str | None) -> ray.data.Dataset:
@@ -168,7 +198,7 @@ def build_base_dataset(data: SkeletonDataset, split: str | None) -> ray.data.Dat
     ds = ray.data.read_parquet(data.shard_paths, filesystem=data.filesystem)
     ds = ds.select_columns(READ_COLUMNS)
     return ds.map_batches(
-        functools.partial(select_block, split_bit=bit), batch_format="numpy", zero_copy_batch=True
+        functools.partial(select_block, split_bit=bit), batch_format="pyarrow", zero_copy_batch=True
     )
 
 
@@ -177,8 +207,15 @@ def fits_in_memory(data: SkeletonDataset, split: str, cfg: DataConfig, workers: 
     ``data.in_memory_max_bytes`` (larger shares stream through Ray Data every epoch)."""
     if cfg.in_memory is not None:
         return cfg.in_memory
-    row = data.t_max * data.num_bodies * data.num_joints * 3 * 4
-    return data.split_size(split) * row / max(workers, 1) <= cfg.in_memory_max_bytes
+    return split_content_bytes(data, split) / max(workers, 1) <= cfg.in_memory_max_bytes
+
+
+def split_content_bytes(data: SkeletonDataset, split: str) -> int:
+    """Bytes the split's joints hold as stored (frames x actors x V x 3 float32, unpadded):
+    what workers keep in memory. Reads two integer columns, not the joints."""
+    sizes = data.read_split(split, ["num_frames", "num_bodies"])
+    actor_frames = int((sizes["num_frames"].astype(np.int64) * sizes["num_bodies"]).sum())
+    return actor_frames * data.num_joints * 3 * 4
 
 
 class InMemoryTrainSet:
@@ -188,20 +225,24 @@ class InMemoryTrainSet:
     pipeline start-up that dominates small datasets. The last partial batch is dropped, as on
     the streaming path, so every rank takes the same number of steps."""
 
-    def __init__(self, shard: Any, cfg: DataConfig, rank: int, seed: int):
+    def __init__(
+        self, shard: Any, cfg: DataConfig, rank: int, seed: int, num_bodies: int | None = None
+    ):
         self.shard, self.cfg, self.rank, self.seed = shard, cfg, rank, seed
-        self.rows: dict[str, np.ndarray] | None = None
+        self.num_bodies = num_bodies
+        self.rows: dict[str, Any] | None = None
 
-    def load(self) -> dict[str, np.ndarray]:
+    def load(self) -> dict[str, Any]:
         if self.rows is None:
-            parts = [b for b in self.shard.iter_batches(batch_format="numpy", batch_size=4096)]
-            parts = [b for b in parts if len(b["label"])]
-            if not parts:
+            tables = list(self.shard.iter_batches(batch_format="pyarrow", batch_size=4096))
+            tables = [t for t in tables if t.num_rows]
+            if not tables:
                 raise ValueError(f"rank {self.rank} received no training rows")
-            rows = {k: np.concatenate([b[k] for b in parts]) for k in parts[0]}
+            # One copy into one buffer of the rows' content: what the worker keeps.
+            rows = stored_rows(pa.concat_tables(tables).combine_chunks(), self.num_bodies or 1)
             # Blocks arrive in no fixed order: sorting by id makes a seeded order reproducible.
             order = np.argsort(rows["sample_index"], kind="stable")
-            self.rows = {k: v[order] for k, v in rows.items()}
+            self.rows = {k: _take(v, order) for k, v in rows.items()}
         return self.rows
 
     def epoch(self, epoch: int, device: Any = "cpu") -> Iterator[dict[str, torch.Tensor]]:
@@ -213,7 +254,7 @@ class InMemoryTrainSet:
         for lo in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
             idx = order[lo : lo + cfg.batch_size]
             x = transforms.train_view(
-                rows[JOINTS][idx],
+                _take(rows[JOINTS], idx),
                 rows["num_frames"][idx],
                 rng,
                 out_frames=cfg.num_frames,

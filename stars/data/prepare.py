@@ -14,7 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from stars.data.config import SyntheticConfig
-from stars.data.manifest import Manifest
+from stars.data.manifest import SCHEMA_VERSION, Manifest
 from stars.data.shards import MANIFEST_NAME, REPORT_NAME, ShardWriter, open_dataset
 from stars.data.synthetic import SyntheticSpec, dataset_spec, generate
 from stars.text import table
@@ -71,7 +71,9 @@ def synthetic_dir_name(cfg: SyntheticConfig) -> str:
     """``synthetic-<hash of the full generator spec>``: a changed config never reuses a
     stale dataset."""
     spec = synthetic_spec(cfg)
-    key = hashlib.sha256(json.dumps(dataset_spec(spec).recording, sort_keys=True).encode())
+    # The storage schema is part of the key: a new version never meets an old cached copy.
+    described = {**dataset_spec(spec).recording, "schema_version": SCHEMA_VERSION}
+    key = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
     return f"synthetic-{key.hexdigest()[:12]}"
 
 

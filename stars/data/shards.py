@@ -15,7 +15,8 @@ replication     int32, repetition id (1-based; 0 when unknown)
 num_frames      int32, frames before zero padding
 num_bodies      int32, actors present in at least one frame
 split_mask      int64, bit ``manifest['split_bits'][name]`` set when in split ``name``
-joints          fixed_shape_tensor<float32>[T_max, M, V, 3], zero padded in time and actors
+joints          list<fixed_size_list<float32, V*3>>: the row's num_frames frames of its stored
+                actors (up to the last one present), frame-major, unpadded (stars.data.rows)
 ==============  =========================================================================
 
 Shards are written to a temporary name and renamed, so a crash never leaves a partial shard
@@ -50,6 +51,7 @@ from stars.data.manifest import (
     fewshot_of,
     verify_digest,
 )
+from stars.data.rows import RaggedJoints, to_arrow
 from stars.location import Location
 from stars.skeleton import JointLayout
 
@@ -81,7 +83,9 @@ class SampleError(DataError):
 
 
 def joints_type(t_max: int, num_bodies: int, num_joints: int) -> pa.DataType:
-    return pa.fixed_shape_tensor(pa.float32(), [t_max, num_bodies, num_joints, 3])
+    """A row is a list of actor-frames of V x 3 floats: any length (T_max and M bound it,
+    checked on writing), while V is part of the type."""
+    return pa.list_(pa.list_(pa.float32(), num_joints * 3))
 
 
 def arrow_schema(t_max: int, num_bodies: int, num_joints: int) -> pa.Schema:
@@ -151,10 +155,11 @@ class Sample:
 def check_sample(
     sample: Sample, t_max: int, num_bodies: int, num_joints: int, num_classes: int
 ) -> tuple[np.ndarray, int, int]:
-    """Validate one sample and pad it to (t_max, num_bodies, V, 3).
+    """Validate one sample and keep what it holds: its frames and its actors up to the last
+    one present (the stored row, unpadded).
 
     Returns:
-        (padded joints float32, num_frames, bodies present).
+        (joints (T, M_stored, V, 3) float32, num_frames, bodies present).
     Raises:
         SampleError naming the sample and the problem.
     """
@@ -196,9 +201,8 @@ def check_sample(
             raise SampleError(sid, f"{name} {value!r} is not an integer")
         if not 0 <= int(value) <= INT32_MAX:
             raise SampleError(sid, f"{name} {value} outside 0..{INT32_MAX}")
-    out = np.zeros((t_max, num_bodies, num_joints, 3), np.float32)
-    out[:frames, :bodies] = x
-    return out, frames, int(present.sum())
+    stored = int(np.flatnonzero(present)[-1]) + 1
+    return x[:, :stored], frames, int(present.sum())
 
 
 @dataclass(frozen=True)
@@ -279,7 +283,7 @@ class ShardWriter:
         unknown = set(sample.splits) - set(self.split_bits)
         if unknown:
             raise SampleError(sample.sample_id, f"unknown split(s) {sorted(unknown)}")
-        padded, frames, bodies = check_sample(
+        joints, frames, bodies = check_sample(
             sample, self.t_max, self.num_bodies, self.layout.num_joints, len(self.class_names)
         )
         mask = 0
@@ -302,7 +306,7 @@ class ShardWriter:
                 mask,
             )
         )
-        self._joints.append(padded)
+        self._joints.append(joints)
         self._num_written += 1
         if len(self._rows) >= self.rows_per_shard:
             self._flush()
@@ -316,8 +320,9 @@ class ShardWriter:
             return
         cols = list(zip(*self._rows, strict=True))
         arrays = [pa.array(col, type=self.schema.field(i).type) for i, col in enumerate(cols)]
-        tensor = pa.FixedShapeTensorArray.from_numpy_ndarray(np.stack(self._joints))
-        table = pa.Table.from_arrays([*arrays, tensor], schema=self.schema)
+        table = pa.Table.from_arrays(
+            [*arrays, to_arrow(self._joints, self.layout.num_joints)], schema=self.schema
+        )
         name = f"shard-{len(self._shards):05d}.parquet"
         final = self.out_dir / name
         tmp = self.out_dir / f".{name}.tmp-{os.getpid()}"
@@ -482,22 +487,24 @@ class SkeletonDataset:
             keep = pc.not_equal(pc.bit_wise_and(pds.field("split_mask"), bit), 0)
         try:
             shards = pds.dataset(self.shard_paths, format="parquet", filesystem=self.filesystem)
-            table = shards.to_table(columns=columns, filter=keep)
+            needed = [*columns, "num_frames"] if "num_frames" not in columns else columns
+            table = shards.to_table(columns=needed, filter=keep)
         except (pa.ArrowException, OSError) as err:
             raise DataError(f"dataset {self.location.shown}: cannot be read ({err})") from err
         out: dict[str, np.ndarray] = {}
         for name in columns:
-            col = table.column(name)
-            if name == JOINTS:
-                chunks = [c.to_numpy_ndarray() for c in col.chunks if len(c)]
-                out[name] = (
-                    np.concatenate(chunks)
-                    if chunks
-                    else np.zeros((0, self.t_max, self.num_bodies, self.num_joints, 3), np.float32)
-                )
-            else:
-                out[name] = col.to_numpy(zero_copy_only=False)
+            if name != JOINTS:
+                out[name] = table.column(name).to_numpy(zero_copy_only=False)
+        if JOINTS in columns:
+            out[JOINTS] = self.rows_of(table).padded(self.t_max)
         return out
+
+    def rows_of(self, table: pa.Table) -> RaggedJoints:
+        """The unpadded joints of a table read from the shards (``joints``, ``num_frames``)."""
+        lengths = table.column("num_frames").to_numpy(zero_copy_only=False)
+        return RaggedJoints.from_arrow(
+            table.column(JOINTS), lengths, self.num_joints, self.num_bodies
+        )
 
 
 def dataset_location(root: str) -> Location:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from stars.data.rows import RaggedJoints
+
 
 def valid_lengths(x: np.ndarray) -> np.ndarray:
     """Frames up to and including the last frame with any non-zero value.
@@ -130,7 +132,7 @@ def to_model_layout(x: np.ndarray) -> np.ndarray:
 
 
 def resample_to_model_layout(
-    joints: np.ndarray,
+    joints: np.ndarray | RaggedJoints,
     start: np.ndarray,
     crop: np.ndarray,
     out_frames: int,
@@ -139,29 +141,31 @@ def resample_to_model_layout(
     """Crop-resize (and optionally rotate) straight into the model layout.
 
     The fused form of :func:`resize_windows` + :func:`rotate` + :func:`to_model_layout`: one
-    gather per actor, the interpolation in place, and the rotation written directly into the
-    (B, M, T, V, 3) output, so no full-size temporary is transposed afterwards.
+    gather per actor from the stored frames (padded or not), the interpolation in place, and
+    the rotation written directly into the (B, M, T, V, 3) output, so neither a padded copy
+    nor a full-size temporary is made.
 
     Args:
-        joints: (B, T, M, V, 3). start, crop: (B,) windows. rot: (B, 3, 3) or None.
+        joints: (B, T, M, V, 3) zero-padded rows, or :class:`RaggedJoints`.
+        start, crop: (B,) windows. rot: (B, 3, 3) or None.
     Returns:
-        (B, M, out_frames, V, 3) float32.
+        (B, M, out_frames, V, 3) float32; an actor a row does not store is zeros.
     """
-    B, T, M, V, C = joints.shape
-    flat = joints.reshape(B * T, M, V * C)
+    rows = joints if isinstance(joints, RaggedJoints) else RaggedJoints.from_padded(joints)
+    B, M, V, C = len(rows), rows.num_bodies, rows.num_joints, 3
     scale = crop.astype(np.float32) / out_frames
     src = (np.arange(out_frames, dtype=np.float32)[None] + 0.5) * scale[:, None] - 0.5
     src = np.clip(src, 0.0, (crop - 1).astype(np.float32)[:, None])
     i0 = np.floor(src).astype(np.int64)
     w = (src - i0).astype(np.float32)[..., None]
-    base = (np.arange(B, dtype=np.int64) * T + start)[:, None]
-    rows0 = base + i0
-    rows1 = base + np.minimum(i0 + 1, (crop - 1)[:, None])
+    t0 = start[:, None] + i0
+    t1 = start[:, None] + np.minimum(i0 + 1, (crop - 1)[:, None])
+    batch = np.arange(B, dtype=np.int64)[:, None]
     out = np.empty((B, M, out_frames, V, C), np.float32)
     rot_t = None if rot is None else rot.transpose(0, 2, 1)
     for m in range(M):  # actors (2), not samples
-        a = flat[rows0, m]
-        b = flat[rows1, m]
+        a = rows.actor_frames(batch, t0, m).reshape(B, out_frames, V * C)
+        b = rows.actor_frames(batch, t1, m).reshape(B, out_frames, V * C)
         b -= a
         b *= w
         b += a  # (B, out_frames, V*C)
@@ -173,7 +177,7 @@ def resample_to_model_layout(
 
 
 def train_view(
-    joints: np.ndarray,
+    joints: np.ndarray | RaggedJoints,
     lengths: np.ndarray,
     rng: np.random.Generator,
     *,
@@ -185,7 +189,8 @@ def train_view(
     """Random crop-resize and rotation (MAMP training input).
 
     Args:
-        joints: (B, T, M, V, 3) zero-padded sequences. lengths: (B,) valid lengths.
+        joints: (B, T, M, V, 3) zero-padded sequences, or :class:`RaggedJoints`.
+        lengths: (B,) valid lengths.
         max_angle: rotation range in radians; 0 disables rotation.
     Returns:
         (B, M, out_frames, V, 3) float32.
@@ -196,8 +201,13 @@ def train_view(
 
 
 def eval_view(
-    joints: np.ndarray, lengths: np.ndarray, *, out_frames: int = 120, ratio: float = 0.95
+    joints: np.ndarray | RaggedJoints,
+    lengths: np.ndarray,
+    *,
+    out_frames: int = 120,
+    ratio: float = 0.95,
 ) -> np.ndarray:
-    """Deterministic centred crop-resize: (B, T, M, V, 3) -> (B, M, out_frames, V, 3)."""
+    """Deterministic centred crop-resize: (B, T, M, V, 3) or ragged rows ->
+    (B, M, out_frames, V, 3)."""
     start, crop = crop_windows(lengths, None, ratio)
     return resample_to_model_layout(joints, start, crop, out_frames)

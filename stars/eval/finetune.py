@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow as pa
 import torch
 from torch import nn
 
@@ -176,7 +177,8 @@ def finetune_worker(config: dict[str, Any]) -> None:
     run_loop(task, settings, config)
 
 
-def restrict_to(batch: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
-    """Keep the rows whose ``sample_index`` is in the sorted id array ``keep``."""
-    rows = np.isin(batch["sample_index"], keep, assume_unique=False)
-    return {k: v[rows] for k, v in batch.items()}
+def restrict_to(table: pa.Table, keep: np.ndarray) -> pa.Table:
+    """Keep the rows whose ``sample_index`` is in the sorted id array ``keep`` (a block of
+    stored or of transformed rows alike)."""
+    rows = np.isin(table.column("sample_index").to_numpy(), keep, assume_unique=False)
+    return table.filter(pa.array(rows))

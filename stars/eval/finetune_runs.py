@@ -60,7 +60,7 @@ def run_finetune(
     rows = data.split_size(job.train_split)
     if subset is not None:
         train = train.map_batches(
-            functools.partial(restrict_to, keep=np.sort(subset)), batch_format="numpy"
+            functools.partial(restrict_to, keep=np.sort(subset)), batch_format="pyarrow"
         )
         rows = len(subset)
     batch = min(ft.batch_size, max(1, rows // scale.num_workers))
@@ -75,6 +75,7 @@ def run_finetune(
             "num_classes": data.num_classes,
             "steps_per_epoch": steps_per_epoch(rows, scale.num_workers, batch),
             "train_in_memory": in_memory,
+            "num_bodies": data.num_bodies,
             "eval_every": job.cfg.eval_every,
         },
         scale,

@@ -266,6 +266,7 @@ def _common_loop_config(
         "job": to_dict(cfg),
         "steps_per_epoch": steps,
         "train_in_memory": in_memory,
+        "num_bodies": data.num_bodies,
         "mlflow_run": (mlflow_run or RunRef()).to_dict(),
     }
     return split, in_memory, loop_config

@@ -156,7 +156,9 @@ def run_loop(task: StageTask, settings: LoopSettings, loop_config: dict[str, Any
     wrapped = ray.train.torch.prepare_model(task.model, parallel_strategy_kwargs=task.ddp_kwargs())
     shard = ray.train.get_dataset_shard("train")
     train_set = (
-        InMemoryTrainSet(shard, settings.data, worker.rank, settings.seed)
+        InMemoryTrainSet(
+            shard, settings.data, worker.rank, settings.seed, loop_config.get("num_bodies")
+        )
         if loop_config.get("train_in_memory")
         else StreamingTrainSet(shard, settings.data, worker.rank, settings.seed)
     )

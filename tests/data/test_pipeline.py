@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from stars.data.config import DataConfig
-from stars.data.pipeline import transform_batch
+from stars.data.pipeline import select_block, stored_rows, transform_batch
 from stars.data.stream_check import run_stream_check
 
 
@@ -60,25 +62,38 @@ def test_transform_batch_filters_split_and_shapes(tiny_dataset):
 
 
 class _Shard:
-    """Stands in for a worker's Ray Data shard: hands out raw rows in numpy batches."""
+    """Stands in for a worker's Ray Data shard: hands out the split's stored rows (what
+    ``select_block`` makes of each shard) in Arrow batches of 5."""
 
-    def __init__(self, rows: dict[str, np.ndarray]):
-        self.rows, self.reads = rows, 0
+    def __init__(self, data, split: str):
+        bit = data.split_bit(split)
+        blocks = [select_block(pq.read_table(p), split_bit=bit) for p in data.shard_paths]
+        self.table, self.reads = pa.concat_tables(blocks), 0
 
     def iter_batches(self, batch_format: str, batch_size: int):
+        assert batch_format == "pyarrow"
         self.reads += 1
-        n = len(self.rows["label"])
-        for lo in range(0, n, 5):
-            yield {k: v[lo : lo + 5] for k, v in self.rows.items()}
+        for lo in range(0, self.table.num_rows, 5):
+            yield self.table.slice(lo, 5)
 
 
 def test_in_memory_training_set_reads_once_and_permutes_each_epoch(tiny_dataset):
     from stars.data.pipeline import InMemoryTrainSet
 
-    rows = tiny_dataset.read_split("xsub_train", ["joints", "num_frames", "label", "sample_index"])
-    shard = _Shard(rows)
+    cols = ["joints", "num_frames", "num_bodies", "label", "sample_index"]
+    rows = tiny_dataset.read_split("xsub_train", cols)
+    M = tiny_dataset.num_bodies
+
+    def train_shard():
+        return _Shard(tiny_dataset, "xsub_train")
+
+    shard = train_shard()
     cfg = DataConfig(num_frames=32, batch_size=8, min_crop_frames=16)
-    train = InMemoryTrainSet(shard, cfg, rank=0, seed=5)
+    train = InMemoryTrainSet(shard, cfg, rank=0, seed=5, num_bodies=M)
+    # What a worker keeps is the rows' content, not rows padded to T_max.
+    kept = train.load()["joints"]
+    assert kept.nbytes == int((rows["num_frames"] * rows["num_bodies"]).sum()) * 25 * 3 * 4
+    np.testing.assert_array_equal(kept.padded(tiny_dataset.t_max), rows["joints"])
     epochs = [[b["sample_index"].tolist() for b in train.epoch(e)] for e in (0, 1)]
     assert shard.reads == 1  # read once, transformed every epoch
     n = len(rows["label"])
@@ -87,14 +102,14 @@ def test_in_memory_training_set_reads_once_and_permutes_each_epoch(tiny_dataset)
         ids = [i for b in batches for i in b]
         assert len(set(ids)) == len(ids) and set(ids) <= set(rows["sample_index"].tolist())
     assert epochs[0] != epochs[1]  # a fresh order every epoch
-    again = InMemoryTrainSet(_Shard(rows), cfg, rank=0, seed=5)
+    again = InMemoryTrainSet(train_shard(), cfg, rank=0, seed=5, num_bodies=M)
     replay = list(again.epoch(1))
     assert [b["sample_index"].tolist() for b in replay] == epochs[1]  # seeded: resumable
-    first = next(iter(InMemoryTrainSet(_Shard(rows), cfg, rank=0, seed=5).epoch(1)))
+    first = next(iter(InMemoryTrainSet(train_shard(), cfg, rank=0, seed=5, num_bodies=M).epoch(1)))
     np.testing.assert_array_equal(first["x"].numpy(), replay[0]["x"].numpy())  # views too
-    other_rank = InMemoryTrainSet(_Shard(rows), cfg, rank=1, seed=5)
+    other_rank = InMemoryTrainSet(train_shard(), cfg, rank=1, seed=5, num_bodies=M)
     assert [b["sample_index"].tolist() for b in other_rank.epoch(1)] != epochs[1]
-    other_seed = InMemoryTrainSet(_Shard(rows), cfg, rank=0, seed=6)
+    other_seed = InMemoryTrainSet(train_shard(), cfg, rank=0, seed=6, num_bodies=M)
     assert [b["sample_index"].tolist() for b in other_seed.epoch(1)] != epochs[1]
     batch = next(iter(train.epoch(2)))
     assert tuple(batch["x"].shape) == (8, rows["joints"].shape[2], 32, 25, 3)
@@ -119,3 +134,17 @@ def test_streaming_order_is_seeded_per_epoch_and_rank():
     shard = Shard()
     list(StreamingTrainSet(shard, cfg, rank=1, seed=7).epoch(2))
     assert shard.kwargs["local_shuffle_seed"] == seeds[(2, 1)]
+
+
+def test_stored_rows_give_the_views_of_the_padded_rows(tiny_dataset):
+    """The pipeline reads rows unpadded; its views equal those of the same rows padded."""
+    table = pq.read_table(tiny_dataset.shard_paths[0])
+    ragged = stored_rows(table, tiny_dataset.num_bodies)
+    padded = {**ragged, "joints": ragged["joints"].padded(tiny_dataset.t_max)}
+    cfg = DataConfig(num_frames=48)
+    bit = tiny_dataset.split_bit("xsub_train")
+    a = transform_batch(ragged, split_bit=bit, mode="eval", cfg=cfg)
+    b = transform_batch(padded, split_bit=bit, mode="eval", cfg=cfg)
+    np.testing.assert_array_equal(a["x"], b["x"])
+    np.testing.assert_array_equal(a["sample_index"], b["sample_index"])
+    assert ragged["joints"].nbytes < padded["joints"].nbytes

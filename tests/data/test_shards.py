@@ -4,6 +4,7 @@ import json
 import shutil
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -61,9 +62,11 @@ def test_round_trip_preserves_everything(tmp_path):
         assert np.abs(data["joints"][i, frames:]).max(initial=0) == 0
     test = ds.read_split("test", ["sample_id"])
     assert list(test["sample_id"]) == [s.sample_id for s in samples[::2]]
-    # Plain pyarrow sees the standard fixed_shape_tensor extension type.
+    # Plain pyarrow sees each row's content only: frames x stored actors, V x 3 floats each.
     table = pq.read_table(ds.shard_paths[0])
-    assert str(table.schema.field("joints").type.extension_name) == "arrow.fixed_shape_tensor"
+    assert table.schema.field("joints").type == pa.list_(pa.list_(pa.float32(), 75))
+    sizes = [len(row) for row in table.column("joints").to_pylist()]
+    assert sizes == [s.joints.shape[0] * s.joints.shape[1] for s in samples[:4]]
 
 
 def test_digest_is_deterministic_and_content_based(tmp_path):
@@ -177,9 +180,9 @@ def test_missing_shard_and_edited_manifest(written, tmp_path):
 
 def test_shard_with_wrong_tensor_shape_is_named(written, tmp_path):
     other = tmp_path / "other"
-    spec = DatasetSpec(NTU25, ["a", "b", "c"], ["train"], t_max=40)
+    spec = DatasetSpec(KINECT20, ["a", "b", "c"], ["train"], t_max=50)
     with ShardWriter(other, spec, rows_per_shard=4) as w:
-        for s in map(_sample, range(4)):
+        for s in (_sample(i, joints=20) for i in range(4)):
             w.add(s)
     manifest = json.loads((written / MANIFEST_NAME).read_text())
     foreign = other / "shard-00000.parquet"
@@ -209,3 +212,15 @@ def test_a_shard_name_that_leaves_the_dataset_is_refused(written, tmp_path, name
     (written / MANIFEST_NAME).write_text(json.dumps(manifest))
     with pytest.raises(DataError, match=r"manifest\.json: shard name .* a manifest lists shards"):
         open_dataset(written)
+
+
+def test_a_dataset_of_the_padded_format_names_its_reconversion(written):
+    manifest = json.loads((written / MANIFEST_NAME).read_text())
+    manifest["schema_version"] = 1  # joints padded to T_max: what this code no longer reads
+    manifest["source"] = {"format": "ntu", "path": "/data/nturgbd_skeletons"}
+    (written / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(DataError) as err:
+        open_dataset(written)
+    text = str(err.value)
+    assert "\n" not in text and "schema version 1 is not supported" in text
+    assert "python jobs/prepare_data.py ntu /data/nturgbd_skeletons --out NEW_DIR" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
 from stars.eval.finetune import restrict_to
 from stars.eval.raw_pose import nearest_neighbour_top1, raw_pose_features
@@ -51,13 +52,15 @@ def test_features_and_floor_match_a_computation_by_hand():
 
 
 def test_restrict_to_keeps_exactly_the_drawn_subset():
-    batch = {
-        "sample_index": np.array([5, 2, 9, 7, 2]),
-        "label": np.array([0, 1, 2, 3, 4]),
-        "x": np.arange(5 * 2).reshape(5, 2),
-    }
+    batch = pa.table(
+        {
+            "sample_index": [5, 2, 9, 7, 2],
+            "label": [0, 1, 2, 3, 4],
+            "x": [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]],
+        }
+    )
     kept = restrict_to(batch, keep=np.array([2, 7]))
-    assert kept["sample_index"].tolist() == [2, 7, 2]
-    assert kept["label"].tolist() == [1, 3, 4]
-    assert kept["x"].tolist() == [[2, 3], [6, 7], [8, 9]]
-    assert len(restrict_to(batch, keep=np.array([], np.int64))["label"]) == 0
+    assert kept.column("sample_index").to_pylist() == [2, 7, 2]
+    assert kept.column("label").to_pylist() == [1, 3, 4]
+    assert kept.column("x").to_pylist() == [[2, 3], [6, 7], [8, 9]]
+    assert restrict_to(batch, keep=np.array([], np.int64)).num_rows == 0

@@ -1,0 +1,160 @@
+"""Skeleton rows at the size of their content: joints kept frames-first without padding.
+
+A stored row holds its ``num_frames`` frames of its stored actors only (every actor up to the
+last one present), as one flat float32 list: frame t, actor m, joint v, coordinate c at
+``((t * bodies + m) * V + v) * 3 + c``. :class:`RaggedJoints` is a batch of such rows over
+one shared buffer (Arrow's list values, taken without a copy): subsets share it, and the
+training and evaluation views gather straight from it, so no row is ever padded to T_max.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class RaggedJoints:
+    """B rows of joints without padding.
+
+    Attributes:
+        frames: (F, V, 3) float32, every row's actor-frames (frame-major, actors inside).
+        start: (B,) int64, the row's first actor-frame in ``frames``.
+        lengths: (B,) int64, the row's frames (T_i >= 1).
+        bodies: (B,) int64, the row's stored actors (M_i >= 1).
+        num_bodies: M, the actors of the padded layout the model sees (M_i <= M).
+    """
+
+    frames: np.ndarray
+    start: np.ndarray
+    lengths: np.ndarray
+    bodies: np.ndarray
+    num_bodies: int
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    @property
+    def num_joints(self) -> int:
+        return int(self.frames.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the rows' content (the shared buffer may hold other rows too)."""
+        per_frame = self.num_joints * 3 * 4
+        return int((self.lengths * self.bodies).sum()) * per_frame
+
+    @classmethod
+    def from_arrow(
+        cls,
+        column: pa.Array | pa.ChunkedArray,
+        lengths: np.ndarray,
+        num_joints: int,
+        num_bodies: int,
+    ) -> RaggedJoints:
+        """The rows of a ``list<float32>`` joints column (one chunk is taken as is)."""
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+        lengths = np.asarray(lengths, np.int64)
+        offsets = column.offsets.to_numpy().astype(np.int64)  # in actor-frames
+        actor_frames = column.values  # fixed_size_list<float32, V*3>
+        flat = actor_frames.values.to_numpy(zero_copy_only=False)
+        first = actor_frames.offset * num_joints * 3  # a sliced column starts inside them
+        frames = flat[first : first + len(actor_frames) * num_joints * 3]
+        sizes = np.diff(offsets)
+        bodies = sizes // np.maximum(lengths, 1)
+        if np.any(sizes != bodies * lengths) or np.any((bodies < 1) | (bodies > num_bodies)):
+            bad = int(np.flatnonzero((sizes != bodies * lengths) | (bodies > num_bodies))[0])
+            raise ValueError(
+                f"row {bad} holds {sizes[bad]} actor-frames for {lengths[bad]} frames of at most "
+                f"{num_bodies} actors"
+            )
+        return cls(frames.reshape(-1, num_joints, 3), offsets[:-1], lengths, bodies, num_bodies)
+
+    @classmethod
+    def from_padded(cls, x: np.ndarray, lengths: np.ndarray | None = None) -> RaggedJoints:
+        """A view of zero-padded (B, T, M, V, 3) rows (no copy when ``x`` is contiguous)."""
+        B, T, M, V, _ = x.shape
+        frames = np.ascontiguousarray(x, dtype=np.float32).reshape(B * T * M, V, 3)
+        lengths = np.full(B, T, np.int64) if lengths is None else np.asarray(lengths, np.int64)
+        start = np.arange(B, dtype=np.int64) * (T * M)
+        return cls(frames, start, np.maximum(lengths, 1), np.full(B, M, np.int64), M)
+
+    @classmethod
+    def concatenate(cls, parts: list[RaggedJoints]) -> RaggedJoints:
+        """One batch of the rows of ``parts`` (their content copied into one buffer)."""
+        compact = [p.compacted() for p in parts]
+        shifts = np.cumsum([0] + [len(p.frames) for p in compact[:-1]])
+        return cls(
+            np.concatenate([p.frames for p in compact]),
+            np.concatenate([p.start + s for p, s in zip(compact, shifts, strict=True)]),
+            np.concatenate([p.lengths for p in compact]),
+            np.concatenate([p.bodies for p in compact]),
+            max(p.num_bodies for p in parts),
+        )
+
+    def take(self, rows: np.ndarray) -> RaggedJoints:
+        """The rows ``rows`` (indices or a boolean mask), sharing this buffer."""
+        return RaggedJoints(
+            self.frames, self.start[rows], self.lengths[rows], self.bodies[rows], self.num_bodies
+        )
+
+    def compacted(self) -> RaggedJoints:
+        """The same rows with a buffer holding only their content, in row order."""
+        counts = self.lengths * self.bodies
+        index = _ranges(self.start, counts)
+        new_start = np.cumsum(counts) - counts
+        return RaggedJoints(
+            self.frames[index], new_start, self.lengths, self.bodies, self.num_bodies
+        )
+
+    def actor_frames(self, rows: np.ndarray, t: np.ndarray, actor: int) -> np.ndarray:
+        """(..., V, 3) joints of ``actor`` at frames ``t`` of ``rows`` (broadcast together);
+        zeros where the row stores fewer actors."""
+        bodies = self.bodies[rows]
+        index = self.start[rows] + t * bodies + actor
+        stored = np.broadcast_to(bodies > actor, index.shape)
+        if stored.all():
+            return self.frames[index]
+        out = self.frames[np.where(stored, index, 0)]
+        out[~stored] = 0.0
+        return out
+
+    def padded(self, t_max: int | None = None) -> np.ndarray:
+        """(B, T, M, V, 3) float32 zero padded, T = ``t_max`` or the longest row."""
+        T = int(self.lengths.max(initial=1)) if t_max is None else t_max
+        B, V = len(self), self.num_joints
+        out = np.zeros((B, T, self.num_bodies, V, 3), np.float32)
+        for m in range(self.num_bodies):  # actors (2), not samples
+            rows = np.flatnonzero(self.bodies > m)
+            counts = np.minimum(self.lengths[rows], T)
+            row_of = np.repeat(rows, counts)
+            t_of = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+            out[row_of, t_of, m] = self.frames[self.start[row_of] + t_of * self.bodies[row_of] + m]
+        return out
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(s, s + c)`` for each (s, c), without a loop over rows."""
+    total = int(counts.sum())
+    offsets = np.repeat(starts - (np.cumsum(counts) - counts), counts)
+    return offsets + np.arange(total, dtype=np.int64)
+
+
+def stored_bodies(x: np.ndarray) -> int:
+    """Actors a row stores: through the last one present in any frame. x (T, M, V, 3)."""
+    present = np.flatnonzero(np.abs(x).reshape(x.shape[0], x.shape[1], -1).max(axis=(0, 2)) > 0)
+    return int(present[-1]) + 1 if len(present) else 1
+
+
+def to_arrow(rows: list[np.ndarray], num_joints: int) -> pa.ListArray:
+    """A ``list<fixed_size_list<float32, V*3>>`` column of (T_i, M_i, V, 3) rows: each row
+    its T_i x M_i actor-frames, frame-major."""
+    flat = [np.ascontiguousarray(r, dtype=np.float32).reshape(-1) for r in rows]
+    width = num_joints * 3
+    offsets = np.concatenate([[0], np.cumsum([len(f) // width for f in flat])])
+    values = np.concatenate(flat) if flat else np.zeros(0, np.float32)
+    actor_frames = pa.FixedSizeListArray.from_arrays(pa.array(values), width)
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), actor_frames)
