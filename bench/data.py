@@ -262,36 +262,32 @@ def bench_ntu_parse() -> list[Result]:
     ]
 
 
+def _synthetic_dataset(root: Path, num_classes: int, per_class: int):
+    """An opened synthetic dataset of ``num_classes`` x ``per_class`` rows under ``root``."""
+    spec = SyntheticSpec(
+        num_classes=num_classes, samples_per_class=per_class, num_base_classes=num_classes
+    )
+    write_synthetic(root, spec, progress=False)
+    return open_dataset(root)
+
+
 def bench_node_sizing(num_classes: int = 60, per_class: int = 40) -> list[Result]:
     """CPU cores a GPU node needs per 1,000 training sequences/s: decoding the stored rows
     (pyarrow) plus the training transforms to the paper's T = 120, on one core."""
     import pyarrow.parquet as pq
 
-    from stars.data.pipeline import transform_batch
-    from stars.data.shards import JOINTS
+    from stars.data.pipeline import stored_rows, transform_batch
 
     cfg = DataConfig(num_frames=120)
     with tempfile.TemporaryDirectory(prefix="stars-bench-", dir="/tmp") as tmp:
-        spec = SyntheticSpec(
-            num_classes=num_classes, samples_per_class=per_class, num_base_classes=num_classes
-        )
-        write_synthetic(Path(tmp) / "data", spec, progress=False)
-        data = open_dataset(Path(tmp) / "data")
+        data = _synthetic_dataset(Path(tmp) / "data", num_classes, per_class)
         passes = []  # (CPU s per row, decoding's share); the first pass warms the page cache
         for _ in range(4):
             rows, decode_s, transform_s = 0, 0.0, 0.0
             for path in data.shard_paths:
                 start = time.process_time()
                 table = pq.read_table(path)
-                batch = {
-                    name: (
-                        np.concatenate([c.to_numpy_ndarray() for c in table.column(name).chunks])
-                        if name == JOINTS
-                        else table.column(name).to_numpy()
-                    )
-                    for name in table.column_names
-                    if name != "sample_id"
-                }
+                batch = stored_rows(table, data.num_bodies)
                 middle = time.process_time()
                 transform_batch(batch, split_bit=None, mode="train", cfg=cfg)
                 decode_s += middle - start
@@ -343,11 +339,7 @@ def bench_row_format(num_classes: int = 120, per_class: int = 480) -> list[Resul
 
     cfg = DataConfig(num_frames=120)
     with tempfile.TemporaryDirectory(prefix="stars-bench-", dir="/tmp") as tmp:
-        spec = SyntheticSpec(
-            num_classes=num_classes, samples_per_class=per_class, num_base_classes=num_classes
-        )
-        write_synthetic(Path(tmp) / "v2", spec, progress=False)
-        data = open_dataset(Path(tmp) / "v2")
+        data = _synthetic_dataset(Path(tmp) / "v2", num_classes, per_class)
         v1 = write_padded_copy(data.shard_paths, Path(tmp) / "v1", data.t_max, data.num_bodies)
         M = data.num_bodies
 
@@ -432,11 +424,7 @@ def bench_ray_row_epoch(num_classes: int = 120, per_class: int = 480) -> list[Re
 
     cfg = DataConfig(num_frames=120, map_batch_size=256)
     with tempfile.TemporaryDirectory(prefix="stars-bench-", dir="/tmp") as tmp:
-        spec = SyntheticSpec(
-            num_classes=num_classes, samples_per_class=per_class, num_base_classes=num_classes
-        )
-        write_synthetic(Path(tmp) / "data", spec, progress=False)
-        data = open_dataset(Path(tmp) / "data")
+        data = _synthetic_dataset(Path(tmp) / "data", num_classes, per_class)
         M = data.num_bodies
 
         def plain_step(table) -> None:
