@@ -185,7 +185,13 @@ def select_block(table: pa.Table, *, split_bit: int | None, holdout: str = "all"
     path's input)."""
     batch = {name: table.column(name).to_numpy() for name in ("sample_index", "split_mask")}
     keep = split_rows(batch, split_bit, holdout)
-    return table.filter(pa.array(keep)).select([JOINTS, "num_frames", "label", "sample_index"])
+    rows = table.filter(pa.array(keep))
+    # int64 like the streaming path's batches: torch's losses take Long labels only.
+    ints = {name: rows.column(name).cast(pa.int64()) for name in INDEX_COLUMNS}
+    return pa.table({JOINTS: rows.column(JOINTS), **ints})
+
+
+INDEX_COLUMNS = ("num_frames", "label", "sample_index")
 
 
 def build_base_dataset(data: SkeletonDataset, split: str | None) -> ray.data.Dataset:

@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from stars.data.config import DataConfig
 from stars.data.pipeline import select_block, stored_rows, transform_batch
@@ -113,6 +114,8 @@ def test_in_memory_training_set_reads_once_and_permutes_each_epoch(tiny_dataset)
     assert [b["sample_index"].tolist() for b in other_seed.epoch(1)] != epochs[1]
     batch = next(iter(train.epoch(2)))
     assert tuple(batch["x"].shape) == (8, rows["joints"].shape[2], 32, 25, 3)
+    # The dtypes of the streaming path's batches: losses take Long labels only.
+    assert batch["label"].dtype == batch["sample_index"].dtype == torch.int64
 
 
 def test_streaming_order_is_seeded_per_epoch_and_rank():
