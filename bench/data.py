@@ -175,13 +175,7 @@ def bench_ray_streaming(num_classes: int = 60, per_class: int = 70) -> list[Resu
         write_synthetic(root, spec, progress=False)
         data = open_dataset(root)
         start = time.perf_counter()
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=False,
-            _temp_dir=str(Path(tmp) / "ray"),
-            configure_logging=False,
-        )
+        _local_ray(Path(tmp) / "ray")
         init_s = time.perf_counter() - start
         try:
             start = time.perf_counter()
@@ -260,6 +254,19 @@ def bench_ntu_parse() -> list[Result]:
             f"{len(files)} real .skeleton files (70-124 frames, 1-2 bodies)",
         )
     ]
+
+
+def _local_ray(temp_dir: Path) -> None:
+    """A local Ray instance of 2 CPUs, quiet, its files under ``temp_dir``."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _temp_dir=str(temp_dir),
+        configure_logging=False,
+    )
 
 
 def _synthetic_dataset(root: Path, num_classes: int, per_class: int):
@@ -431,13 +438,7 @@ def bench_ray_row_epoch(num_classes: int = 120, per_class: int = 480) -> list[Re
             transform_batch(stored_rows(table, M), split_bit=None, mode="train", cfg=cfg)
 
         plain = _cpu_per_row(data.shard_paths, plain_step)
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=False,
-            _temp_dir=str(Path(tmp) / "ray"),
-            configure_logging=False,
-        )
+        _local_ray(Path(tmp) / "ray")
         try:
             ds = build_dataset(data, None, "train", cfg)
             per_epoch = []
