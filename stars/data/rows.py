@@ -82,32 +82,10 @@ class RaggedJoints:
         start = np.arange(B, dtype=np.int64) * (T * M)
         return cls(frames, start, np.maximum(lengths, 1), np.full(B, M, np.int64), M)
 
-    @classmethod
-    def concatenate(cls, parts: list[RaggedJoints]) -> RaggedJoints:
-        """One batch of the rows of ``parts`` (their content copied into one buffer)."""
-        compact = [p.compacted() for p in parts]
-        shifts = np.cumsum([0] + [len(p.frames) for p in compact[:-1]])
-        return cls(
-            np.concatenate([p.frames for p in compact]),
-            np.concatenate([p.start + s for p, s in zip(compact, shifts, strict=True)]),
-            np.concatenate([p.lengths for p in compact]),
-            np.concatenate([p.bodies for p in compact]),
-            max(p.num_bodies for p in parts),
-        )
-
     def take(self, rows: np.ndarray) -> RaggedJoints:
         """The rows ``rows`` (indices or a boolean mask), sharing this buffer."""
         return RaggedJoints(
             self.frames, self.start[rows], self.lengths[rows], self.bodies[rows], self.num_bodies
-        )
-
-    def compacted(self) -> RaggedJoints:
-        """The same rows with a buffer holding only their content, in row order."""
-        counts = self.lengths * self.bodies
-        index = _ranges(self.start, counts)
-        new_start = np.cumsum(counts) - counts
-        return RaggedJoints(
-            self.frames[index], new_start, self.lengths, self.bodies, self.num_bodies
         )
 
     def actor_frames(self, rows: np.ndarray, t: np.ndarray, actor: int) -> np.ndarray:
@@ -134,19 +112,6 @@ class RaggedJoints:
             t_of = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
             out[row_of, t_of, m] = self.frames[self.start[row_of] + t_of * self.bodies[row_of] + m]
         return out
-
-
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenated ``arange(s, s + c)`` for each (s, c), without a loop over rows."""
-    total = int(counts.sum())
-    offsets = np.repeat(starts - (np.cumsum(counts) - counts), counts)
-    return offsets + np.arange(total, dtype=np.int64)
-
-
-def stored_bodies(x: np.ndarray) -> int:
-    """Actors a row stores: through the last one present in any frame. x (T, M, V, 3)."""
-    present = np.flatnonzero(np.abs(x).reshape(x.shape[0], x.shape[1], -1).max(axis=(0, 2)) > 0)
-    return int(present[-1]) + 1 if len(present) else 1
 
 
 def to_arrow(rows: list[np.ndarray], num_joints: int) -> pa.ListArray:
