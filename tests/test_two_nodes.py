@@ -226,6 +226,8 @@ def test_a_sweep_on_two_nodes(cluster, main_job):
         "--preset", "tiny", "--space", "search_spaces/tiny.yaml", "--num-samples", "1",
         "--name", "two-node-sweep", "--set", f"scale.storage_path={tmp / 'runs'}",
         "--set", f"data.synthetic.cache_dir={tmp / 'data'}",
+        # A TorchTrainer per trial (not in the trial's process): that path on two nodes.
+        "--set", "sweep.in_process=false",
         "--tracking-uri", cluster["tracking"],
     )  # fmt: skip
     assert "best trial:" in console

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -224,8 +224,17 @@ def split_content_bytes(data: SkeletonDataset, split: str) -> int:
     return actor_frames * data.num_joints * 3 * 4
 
 
+@runtime_checkable
+class HeldRows(Protocol):
+    """Rows already in this process (:class:`~stars.data.local_rows.LocalRows`), not a Ray
+    Data shard to stream."""
+
+    def tables(self) -> list[pa.Table]: ...
+
+
 class InMemoryTrainSet:
-    """A worker's training rows, read from its Ray Data shard once; every epoch is a fresh
+    """A worker's training rows, read once from its Ray Data shard (or, in-process, a
+    :class:`~stars.data.local_rows.LocalRows`); every epoch is a fresh
     permutation (seeded by the job's seed, the epoch and the rank) whose
     batches get the random training views here, vectorised over the batch. Saves the per-epoch
     pipeline start-up that dominates small datasets. The last partial batch is dropped, as on
@@ -240,7 +249,10 @@ class InMemoryTrainSet:
 
     def load(self) -> dict[str, Any]:
         if self.rows is None:
-            tables = list(self.shard.iter_batches(batch_format="pyarrow", batch_size=4096))
+            if isinstance(self.shard, HeldRows):
+                tables = self.shard.tables()
+            else:
+                tables = list(self.shard.iter_batches(batch_format="pyarrow", batch_size=4096))
             tables = [t for t in tables if t.num_rows]
             if not tables:
                 raise ValueError(f"rank {self.rank} received no training rows")

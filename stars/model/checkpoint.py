@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import json
 import os
 import threading
 from pathlib import Path
@@ -132,12 +133,31 @@ def registered_model_file(uri: str) -> str:
 
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of registered checkpoints
+INDEX = "stars_checkpoints.json"  # an in-process run's (stars.model.checkpoint_index)
+
+
+def read_entries(run_dir: str) -> list[dict[str, Any]]:
+    """The checkpoints the index of an in-process run directory registers, oldest first
+    (``{"name", "epoch", "metrics"}``; none without an index)."""
+    index = storage.join(run_dir, INDEX)
+    if not storage.exists(index):
+        return []
+    try:
+        entries = json.loads(storage.read_bytes(index))["checkpoints"]
+        return [
+            {"name": e["name"], "epoch": int(e["epoch"]), "metrics": e["metrics"]} for e in entries
+        ]
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{storage.shown(index)}: not a checkpoint index ({err})") from None
 
 
 def registered_checkpoint(run_dir: str) -> str:
-    """The latest checkpoint directory Ray Train registered in ``run_dir`` ("" when the
-    directory holds no run). A run directory with checkpoint folders but no registration
-    record is refused, naming them."""
+    """The latest checkpoint directory Ray Train (or, for an in-process run, its checkpoint
+    index) registered in ``run_dir`` ("" when the directory holds no run). A run directory
+    with checkpoint folders but no registration record is refused, naming them."""
+    indexed = read_entries(run_dir)
+    if indexed:
+        return storage.join(run_dir, indexed[-1]["name"])
     names = [n for n in storage.subdirectories(run_dir) if n.startswith("checkpoint_")]
     if not storage.exists(storage.join(run_dir, SNAPSHOT)):
         if names:

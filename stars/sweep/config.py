@@ -28,6 +28,11 @@ class SweepConfig:
         grace_period, reduction_factor: ASHA's minimum epochs and halving rate.
         max_concurrent: trials at once; 0 derives it from the cluster's resources.
         trial_cpus: CPUs each trial's driver reserves (its Ray Train workers take their own).
+        in_process: a single-worker trial whose training rows fit in memory trains inside its
+            own Tune process (:mod:`stars.train.in_process`: the same loop, checkpoints,
+            resume and MLflow records, without a TorchTrainer's processes and Ray Data
+            pipelines to start per trial); it then reserves one worker's CPUs (at least one)
+            and GPUs. False: every trial runs its own TorchTrainer.
         max_trial_failures: Tune retries of a failed trial (it resumes its TorchTrainer).
         seed: seed of the search's draws.
         repeats: seeds each configuration is trained with (the stage-2 ``seed``, +1, ...);
@@ -44,6 +49,7 @@ class SweepConfig:
     reduction_factor: int = 2
     max_concurrent: int = 0
     trial_cpus: float = 0.1
+    in_process: bool = True
     max_trial_failures: int = 0
     seed: int = 0
     repeats: int = 1

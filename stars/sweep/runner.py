@@ -85,28 +85,58 @@ def trial_evaluation(evaluation: EvalConfig, objective: str) -> EvalConfig:
     )
 
 
-def max_concurrent_trials(scale: ScaleConfig, sweep: SweepConfig) -> int:
+def trial_resources(scale: ScaleConfig, sweep: SweepConfig, in_process: bool) -> dict[str, float]:
+    """What one trial's Tune process reserves: its driver's CPUs; or, when it trains in that
+    process, one worker's CPUs (a whole core at least: it computes) and GPUs."""
+    if not in_process:
+        return {"cpu": sweep.trial_cpus}
+    need = {"cpu": max(sweep.trial_cpus, scale.cpus_per_worker, 1.0)}
+    if scale.use_gpu:
+        need["gpu"] = scale.gpus_per_worker
+    return need
+
+
+def max_concurrent_trials(scale: ScaleConfig, sweep: SweepConfig, in_process: bool = False) -> int:
     """How many trials fit at once: each reserves its driver's CPUs, its workers' CPUs (and
-    GPUs) and room for its Ray Data tasks, so trials never wait on each other's resources."""
+    GPUs) and room for its Ray Data tasks, or, trained in its own process, what
+    :func:`trial_resources` says; so trials never wait on each other's resources."""
     import ray
 
     if sweep.max_concurrent > 0:
         return sweep.max_concurrent
     total = ray.cluster_resources()
-    need_cpu = sweep.trial_cpus + scale.num_workers * scale.cpus_per_worker + DATA_TASK_CPUS
+    if in_process:
+        need = trial_resources(scale, sweep, True)
+        need_cpu, need_gpu = need["cpu"], need.get("gpu", 0.0)
+        what = f"{need_cpu:g} CPUs{' and GPUs' if scale.use_gpu else ''} (its one worker)"
+    else:
+        need_cpu = sweep.trial_cpus + scale.num_workers * scale.cpus_per_worker + DATA_TASK_CPUS
+        need_gpu = scale.num_workers * scale.gpus_per_worker if scale.use_gpu else 0.0
+        what = (
+            f"{need_cpu:g} CPUs{' and GPUs' if scale.use_gpu else ''} "
+            f"(driver {sweep.trial_cpus:g} + {scale.num_workers} workers x "
+            f"{scale.cpus_per_worker:g} + data {DATA_TASK_CPUS:g})"
+        )
     fits = math.floor(total.get("CPU", 0) / need_cpu + 1e-9)
-    if scale.use_gpu:
-        need_gpu = scale.num_workers * scale.gpus_per_worker
+    if need_gpu:
         fits = min(fits, math.floor(total.get("GPU", 0) / need_gpu + 1e-9))
     if fits < 1:
         raise JobError(
-            f"one trial needs {need_cpu:g} CPUs{' and GPUs' if scale.use_gpu else ''} "
-            f"(driver {sweep.trial_cpus:g} + {scale.num_workers} workers x "
-            f"{scale.cpus_per_worker:g} + data {DATA_TASK_CPUS:g}); the cluster has "
+            f"one trial needs {what}; the cluster has "
             f"{total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs: lower "
             "scale.num_workers or scale.cpus_per_worker (--set), or add nodes"
         )
     return fits
+
+
+def trains_in_process(sweep: SweepConfig, cfg: Stage2JobConfig, data: SkeletonDataset) -> bool:
+    """Whether a trial of ``cfg`` trains in its own process (``sweep.in_process``, one
+    worker, the training split in memory)."""
+    from stars.data.pipeline import fits_in_memory
+
+    if not sweep.in_process or cfg.scale.num_workers != 1:
+        return False
+    return fits_in_memory(data, pretrain_split(data, cfg.data.protocol), cfg.data, 1)
 
 
 def check_space(
@@ -348,6 +378,7 @@ def run_sweep(
     with sweep_run.active():
         sources = stage1_sources(req, data, tracker, sweep_run.run_id, log)
         check_space(req.space, stage2, pins, data, sources[0])
+        in_process = trains_in_process(req.sweep, stage2.config, data)
         plan = TrialPlan(
             sweep_name=req.name,
             sweep_run_id=sweep_run.run_id,
@@ -367,10 +398,11 @@ def run_sweep(
             objective_monitor=monitor_metric_of(objective),
             preset=req.preset,
             repeats=req.sweep.repeats,
+            in_process=in_process,
         )
         trainable = tune.with_resources(
             tune.with_parameters(stage2_trial, plan=plan.to_dict()),
-            {"cpu": req.sweep.trial_cpus},
+            trial_resources(stage2.config.scale, req.sweep, in_process),
         )
         progress = SweepProgress(tracker.uri, tracker.experiment, req.name, objective)
         if restoring:
@@ -379,10 +411,11 @@ def run_sweep(
         else:
             scale = stage2.config.scale
             epochs = stage2.config.stage2.epochs + stage2.config.stage2.head_warmup_epochs
-            concurrent = max_concurrent_trials(scale, req.sweep)
+            concurrent = max_concurrent_trials(scale, req.sweep, in_process)
+            where = "in its own process" if in_process else "on its own TorchTrainer"
             log(
                 f"[sweep] {req.name}: {req.sweep.num_samples} trial(s) x {len(sources)} stage-1 "
-                f"source(s), {concurrent} at a time, maximising {objective}; "
+                f"source(s), {concurrent} at a time, each {where}, maximising {objective}; "
                 f"state in {shown(storage)}"
             )
             tuner = tune.Tuner(

@@ -39,6 +39,7 @@ class TrialPlan:
     objective_monitor: str
     preset: str = ""
     repeats: int = 1
+    in_process: bool = False  # single-worker trials train in their own process
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,7 +76,6 @@ def stage2_trial(config: dict[str, Any], plan: dict[str, Any]) -> None:
     import dataclasses
 
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from stars.data.job_data import pretrain_split
     from stars.data.pipeline import quiet_ray_data
@@ -96,9 +96,7 @@ def stage2_trial(config: dict[str, Any], plan: dict[str, Any]) -> None:
     tracker = Tracker(tracking, data, pretrain_split(data, cfg.data.protocol), p.preset)
     evaluation = from_dict(EvalConfig, p.eval)
     if p.repeats <= 1:
-        metrics, run_id = _one_seed(
-            p, cfg, evaluation, source, data, tracker, trial_id, [TuneReportCallback()]
-        )
+        metrics, run_id = _one_seed(p, cfg, evaluation, source, data, tracker, trial_id, True)
         tune.report(final_report(metrics, p.objective, run_id))
         return
     per_seed, run_ids = [], []
@@ -112,7 +110,7 @@ def stage2_trial(config: dict[str, Any], plan: dict[str, Any]) -> None:
             data,
             tracker,
             trial_id,
-            None,
+            False,
             seed,
         )
         per_seed.append(metrics)
@@ -134,12 +132,27 @@ def _one_seed(
     data: Any,
     tracker: Any,
     trial_id: str,
-    callbacks: list | None,
+    relay: bool,
     seed: int | None = None,
 ) -> tuple[dict[str, Any], str]:
     """One tracked stage-2 run of the trial (of its ``seed`` when repeated): its metrics
-    (with ``epoch``, the epochs run) and MLflow run id."""
+    (with ``epoch``, the epochs run) and MLflow run id. ``relay``: every epoch's report
+    goes on to Tune (the scheduler's input)."""
+    from stars.data.job_data import pretrain_split
+    from stars.data.pipeline import fits_in_memory
     from stars.workflow.stages import tracked_stage2
+
+    # The sweep checked its base config; a trial's own values may change the answer.
+    split = pretrain_split(data, cfg.data.protocol)
+    in_process = p.in_process and cfg.scale.num_workers == 1
+    in_process = in_process and fits_in_memory(data, split, cfg.data, 1)
+    callbacks, on_report = None, None
+    if relay and in_process:
+        on_report = _report_to_tune
+    elif relay:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks = [TuneReportCallback()]
 
     run_id = find_trial_run(tracker.client, tracker.experiment, p.sweep_name, trial_id, seed)
     if run_id:
@@ -168,13 +181,23 @@ def _one_seed(
         run_name=trial_run_name(cfg, source, trial_id) + suffix,
         registry_metric=p.objective,
         callbacks=callbacks,
-        objective_metric=p.objective_monitor if callbacks else "",
+        objective_metric=p.objective_monitor if relay else "",
         run_id=run_id,
         register=seed is None,  # a repeated configuration is judged on all its seeds
+        in_process=in_process,
+        on_report=on_report,
     )
     metrics = dict(outcome.metrics)
     metrics["epoch"] = len(outcome.result.history) if outcome.result else 0
     return metrics, outcome.run_id
+
+
+def _report_to_tune(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+    """An in-process trial's epoch report to Tune, as Ray Train's ``TuneReportCallback``
+    relays a worker's (with the checkpoint's location)."""
+    from ray import tune
+
+    tune.report({**metrics, "checkpoint_path": checkpoint_dir} if checkpoint_dir else metrics)
 
 
 def final_report(metrics: dict[str, Any], objective: str, run_id: str) -> dict[str, Any]:

@@ -13,15 +13,18 @@ from stars import storage
 from stars.config import ConfigError, to_dict
 from stars.data.config import DataConfig
 from stars.data.job_data import pretrain_split
+from stars.data.local_rows import LocalRows
 from stars.data.pipeline import build_base_dataset, build_dataset, fits_in_memory
 from stars.data.shards import SkeletonDataset
 from stars.interrupts import wait_in_main_thread
 from stars.location import Location
 from stars.model.checkpoint import CHECKPOINT_FILE
+from stars.model.checkpoint import read as read_checkpoint
 from stars.paths import check_kept
 from stars.tracking.epoch_metrics import RunRef
 from stars.train.config import ScaleConfig, Stage1JobConfig, Stage2Config, Stage2JobConfig
 from stars.train.faults import Fault
+from stars.train.in_process import ReportHook, run_in_process
 from stars.train.placement import check_data_readable, check_resources, check_shared
 from stars.train.progress import progress_queue
 from stars.train.watchdog import LostNodeWatchdog
@@ -169,17 +172,8 @@ def run_stage1(
     split, in_memory, loop_config = _common_loop_config(cfg, data, mlflow_run)
     loop_config.update({"data_digest": data.digest, "split": split})
     datasets = {"train": train_dataset(data, split, cfg.data, in_memory)}
-    return _fit_stage(
-        stage1_worker,
-        loop_config,
-        cfg,
-        name,
-        datasets,
-        "[stage 1]",
-        cfg.stage1.epochs,
-        fault,
-        progress,
-    )
+    run = StageRun(stage1_worker, loop_config, cfg, name, datasets, "[stage 1]", cfg.stage1.epochs)
+    return _fit_stage(run, fault, progress)
 
 
 def run_stage2(
@@ -193,6 +187,8 @@ def run_stage2(
     callbacks: list[Any] | None = None,
     objective_metric: str = "",
     progress: bool = False,
+    in_process: bool = False,
+    on_report: ReportHook | None = None,
 ) -> StageResult:
     """Tune the encoder of the stage-1 checkpoint file ``source`` (ours or published) with
     the resolved ``cfg`` (:func:`stars.train.resolve.resolve_stage2`).
@@ -200,6 +196,9 @@ def run_stage2(
     Args:
         callbacks: Ray Train callbacks (a sweep trial relays reports to Tune).
         objective_metric: a monitor metric also reported as ``objective`` every epoch.
+        in_process: train in this process (one worker, rows in memory;
+            :mod:`stars.train.in_process`) instead of on a ``TorchTrainer``.
+        on_report: in-process only: called with every epoch's metrics and checkpoint folder.
     """
     import hashlib
 
@@ -207,26 +206,21 @@ def run_stage2(
 
     # Workers on any node read the source where it is kept: a shared path or a URI.
     source_file = Location(str(source)).absolute
-    split, in_memory, loop_config = _common_loop_config(cfg, data, mlflow_run)
-    datasets = {"train": train_dataset(data, split, cfg.data, in_memory)}
+    split, in_memory, loop_config = _common_loop_config(cfg, data, mlflow_run, not in_process)
     monitor = cfg.stage2.monitor
-    if monitor == "holdout":
-        datasets["monitor_bank"] = build_dataset(data, split, "eval", cfg.data, holdout="bank")
-        datasets["monitor_query"] = build_dataset(data, split, "eval", cfg.data, holdout="query")
-    elif monitor == "test":
-        protocol = data.protocol(cfg.data.protocol or None)
-        datasets["monitor_bank"] = build_dataset(data, protocol["train"], "eval", cfg.data)
-        datasets["monitor_query"] = build_dataset(data, protocol["test"], "eval", cfg.data)
-    elif monitor == "fewshot_val":
-        fewshot = data.fewshot
-        if fewshot is None:
+    monitors = monitor_splits(cfg, data, split)
+    if in_process:
+        if cfg.scale.num_workers != 1 or not in_memory:
             raise ConfigError(
-                f"stage2.monitor=fewshot_val needs held-out few-shot classes; {data.root} has "
-                "none (use stage2.monitor=holdout)"
+                "an in-process stage 2 runs one worker with its rows in memory "
+                f"(scale.num_workers={cfg.scale.num_workers}, in memory: {in_memory})"
             )
-        datasets["monitor_bank"] = build_dataset(data, fewshot.gallery, "eval", cfg.data)
-        if fewshot.query:
-            datasets["monitor_query"] = build_dataset(data, fewshot.query, "eval", cfg.data)
+        datasets: dict[str, Any] = {"train": LocalRows.read(data, split)}
+        datasets.update({n: LocalRows.read(data, s, h) for n, (s, h) in monitors.items()})
+    else:
+        datasets = {"train": train_dataset(data, split, cfg.data, in_memory)}
+        for n, (s, h) in monitors.items():
+            datasets[n] = build_dataset(data, s, "eval", cfg.data, holdout=h)
     loop_config.update(
         {
             "source": source_file,
@@ -237,14 +231,11 @@ def run_stage2(
         }
     )
     epochs = cfg.stage2.epochs + cfg.stage2.head_warmup_epochs
+    run = StageRun(stage2_worker, loop_config, cfg, name, datasets, "[stage 2]", epochs)
+    if in_process:
+        return _run_here(run, fault, progress, monitor_metric(cfg.stage2), on_report)
     return _fit_stage(
-        stage2_worker,
-        loop_config,
-        cfg,
-        name,
-        datasets,
-        "[stage 2]",
-        epochs,
+        run,
         fault,
         progress,
         best_metric=monitor_metric(cfg.stage2),
@@ -253,12 +244,44 @@ def run_stage2(
     )
 
 
+def monitor_splits(
+    cfg: Stage2JobConfig, data: SkeletonDataset, split: str
+) -> dict[str, tuple[str | None, str]]:
+    """The monitoring sets of ``cfg.stage2.monitor``: dataset name -> (split, holdout part)."""
+    monitor = cfg.stage2.monitor
+    if monitor == "holdout":
+        return {"monitor_bank": (split, "bank"), "monitor_query": (split, "query")}
+    if monitor == "test":
+        protocol = data.protocol(cfg.data.protocol or None)
+        return {
+            "monitor_bank": (protocol["train"], "all"),
+            "monitor_query": (protocol["test"], "all"),
+        }
+    if monitor == "fewshot_val":
+        fewshot = data.fewshot
+        if fewshot is None:
+            raise ConfigError(
+                f"stage2.monitor=fewshot_val needs held-out few-shot classes; {data.root} has "
+                "none (use stage2.monitor=holdout)"
+            )
+        sets = {"monitor_bank": (fewshot.gallery, "all")}
+        if fewshot.query:
+            sets["monitor_query"] = (fewshot.query, "all")
+        return sets
+    return {}
+
+
 def _common_loop_config(
-    cfg: Stage1JobConfig | Stage2JobConfig, data: SkeletonDataset, mlflow_run: RunRef | None
+    cfg: Stage1JobConfig | Stage2JobConfig,
+    data: SkeletonDataset,
+    mlflow_run: RunRef | None,
+    workers_read: bool = True,
 ) -> tuple[str, bool, dict[str, Any]]:
     """The pre-training split, whether it fits in memory, and the loop config keys every
-    stage's workers read (:mod:`stars.train.loop`)."""
-    check_data_readable(data)
+    stage's workers read (:mod:`stars.train.loop`). ``workers_read``: workers on any node
+    read the data (checked from each); false when this process alone does."""
+    if workers_read:
+        check_data_readable(data)
     split = pretrain_split(data, cfg.data.protocol)
     in_memory = fits_in_memory(data, split, cfg.data, cfg.scale.num_workers)
     steps = steps_per_epoch(data.split_size(split), cfg.scale.num_workers, cfg.data.batch_size)
@@ -272,32 +295,72 @@ def _common_loop_config(
     return split, in_memory, loop_config
 
 
+@dataclass
+class StageRun:
+    """One stage's training run: its worker function, loop config, job config, name (the
+    run directory under ``scale.storage_path``), datasets, progress label and epochs."""
+
+    entry: Any
+    loop_config: dict[str, Any]
+    cfg: Stage1JobConfig | Stage2JobConfig
+    name: str
+    datasets: dict[str, Any]
+    label: str
+    epochs: int
+
+
 def _fit_stage(
-    entry: Any,
-    loop_config: dict[str, Any],
-    cfg: Stage1JobConfig | Stage2JobConfig,
-    name: str,
-    datasets: dict[str, Any],
-    label: str,
-    epochs: int,
+    run: StageRun,
     fault: Fault | None,
     progress: bool,
     best_metric: str | None = None,
     **trainer_options: Any,
 ) -> StageResult:
-    """Run ``entry`` on Ray Train workers to the end (or the watchdog's verdict), with the
-    driver's progress bar fed by the workers; the stage's result and selected checkpoint."""
+    """Run ``run.entry`` on Ray Train workers to the end (or the watchdog's verdict), with
+    the driver's progress bar fed by the workers; the stage's result and selected checkpoint."""
+    loop_config, scale = run.loop_config, run.cfg.scale
     if fault is not None:
         loop_config["fault"] = fault.to_dict()
-    total_steps = loop_config["steps_per_epoch"] * epochs
-    with progress_queue(label, total_steps, epochs, progress) as queue:
+    total_steps = loop_config["steps_per_epoch"] * run.epochs
+    with progress_queue(run.label, total_steps, run.epochs, progress) as queue:
         loop_config["progress"] = queue
         ranking = {"metric": best_metric, "mode": "max"} if best_metric else {}
         trainer = make_trainer(
-            entry, loop_config, cfg.scale, name, datasets, **ranking, **trainer_options
+            run.entry, loop_config, scale, run.name, run.datasets, **ranking, **trainer_options
         )
-        result = fit_watched(trainer, cfg.scale, name)
-        return stage_result(result, cfg.scale, best_metric=best_metric)
+        result = fit_watched(trainer, scale, run.name)
+        return stage_result(result, scale, best_metric=best_metric)
+
+
+def _run_here(
+    run: StageRun,
+    fault: Fault | None,
+    progress: bool,
+    best_metric: str | None,
+    on_report: ReportHook | None,
+) -> StageResult:
+    """:func:`_fit_stage` in this process (:func:`stars.train.in_process.run_in_process`)."""
+    loop_config, scale = run.loop_config, run.cfg.scale
+    loop_config["train_in_memory"] = True
+    if fault is not None:
+        loop_config["fault"] = fault.to_dict()
+    run_dir = storage.join(check_storage(scale), run.name)
+    total_steps = loop_config["steps_per_epoch"] * run.epochs
+    with progress_queue(run.label, total_steps, run.epochs, progress) as queue:
+        loop_config["progress"] = queue
+        index, metrics = run_in_process(
+            run.entry, loop_config, scale, run_dir, run.datasets, best_metric, on_report
+        )
+    chosen, latest = index.best(), index.latest()
+    chosen_dir = index.location(chosen)
+    payload = read_checkpoint(storage.join(index.location(latest), CHECKPOINT_FILE))
+    return StageResult(
+        checkpoint_dir=chosen_dir,
+        checkpoint_file=storage.join(chosen_dir, CHECKPOINT_FILE),
+        metrics=metrics,
+        history=payload.get("history", []),
+        storage_dir=run_dir,
+    )
 
 
 def stage_result(result: Any, scale: ScaleConfig, best_metric: str | None = None) -> StageResult:

@@ -1,4 +1,5 @@
-"""The one training loop every Ray Train worker runs (stage 1, stage 2, fine-tuning).
+"""The one training loop every Ray Train worker runs (stage 1, stage 2, fine-tuning), and
+an in-process stage-2 trial too (:mod:`stars.train.session`).
 
 A stage supplies a :class:`StageTask` (its model, optimiser groups, loss of one batch and
 optional per-epoch hooks, the role ``train_one_epoch`` plays in MAE/timm); :func:`run_loop`
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import abc
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -31,6 +32,7 @@ from stars.train import faults, resume
 from stars.train.config import OptimConfig
 from stars.train.optim import LrSchedule, set_lr
 from stars.train.progress import ProgressSender
+from stars.train.session import RaySession, Session
 
 
 @dataclass(frozen=True)
@@ -78,12 +80,14 @@ class LoopSettings:
 
 @dataclass
 class Worker:
-    """Where a task runs: its device, rank, world size and the trainer's loop config."""
+    """Where a task runs: its device, rank, world size, the trainer's loop config and the
+    session it reports to (a Ray Train worker's unless the run is in-process)."""
 
     device: torch.device
     rank: int
     world_size: int
     loop_config: dict[str, Any]
+    session: Session = field(default_factory=RaySession)
 
 
 class StageTask(abc.ABC):
@@ -125,17 +129,18 @@ class StageTask(abc.ABC):
         return {}
 
 
-def run_loop(task: StageTask, settings: LoopSettings, loop_config: dict[str, Any]) -> None:
-    """Train ``task`` for ``settings.epochs`` inside a Ray Train worker (resuming if Ray
-    restarted the run), reporting every epoch."""
-    import ray.train
-    import ray.train.torch
-
+def run_loop(
+    task: StageTask,
+    settings: LoopSettings,
+    loop_config: dict[str, Any],
+    session: Session | None = None,
+) -> None:
+    """Train ``task`` for ``settings.epochs`` inside a Ray Train worker, or in this process
+    with a :class:`~stars.train.in_process.LocalSession` (resuming when the run has a
+    checkpoint), reporting every epoch."""
     quiet_ray_data()
-    ctx = ray.train.get_context()
-    worker = Worker(
-        ray.train.torch.get_device(), ctx.get_world_rank(), ctx.get_world_size(), loop_config
-    )
+    session = session or RaySession()
+    worker = Worker(*session.placement(), loop_config, session)
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
     dev.configure_device(worker.device, settings.tf32, settings.deterministic)
@@ -145,7 +150,7 @@ def run_loop(task: StageTask, settings: LoopSettings, loop_config: dict[str, Any
     steps_per_epoch = int(loop_config["steps_per_epoch"])
     schedule = LrSchedule.for_run(settings.optim, settings.epochs, steps_per_epoch)
     start_epoch, step, history, resumes = 0, 0, [], 0
-    resumed = resume.load_resume_state()
+    resumed = session.restored()
     if resumed is not None:
         task.load_state(resumed)
         task.optimizer.load_state_dict(resumed["optimizer"])
@@ -153,8 +158,8 @@ def run_loop(task: StageTask, settings: LoopSettings, loop_config: dict[str, Any
         # Times this run went on from a checkpoint (a worker or node failure, or the same
         # --name again): a per-epoch metric, so MLflow shows where a run was interrupted.
         resumes = int(resumed.get("resumes", 0)) + 1
-    wrapped = ray.train.torch.prepare_model(task.model, parallel_strategy_kwargs=task.ddp_kwargs())
-    shard = ray.train.get_dataset_shard("train")
+    wrapped = session.prepare(task.model, task.ddp_kwargs())
+    shard = session.dataset("train")
     train_set = (
         InMemoryTrainSet(
             shard, settings.data, worker.rank, settings.seed, loop_config.get("num_bodies")
@@ -216,5 +221,5 @@ def run_loop(task: StageTask, settings: LoopSettings, loop_config: dict[str, Any
                 mlflow_run=run.to_dict(),
                 resumes=resumes,
             )
-        resume.report({k: v for k, v in metrics.items() if not isinstance(v, str)}, payload)
+        session.report({k: v for k, v in metrics.items() if not isinstance(v, str)}, payload)
         epoch_log.log(metrics, epoch)

@@ -9,12 +9,14 @@ decayed learning rates.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
 from torch import nn
 
 from stars.config import from_dict
+from stars.data.local_rows import LocalRows
 from stars.data.pipeline import iter_worker_batches
 from stars.metrics.feature_set import FeatureSet
 from stars.metrics.fewshot import fewshot_report, restrict, validation_classes
@@ -26,6 +28,7 @@ from stars.train.config import Stage2Config, Stage2JobConfig
 from stars.train.loop import LoopSettings, StageTask, Worker, run_loop
 from stars.train.nnclr import SupportQueue, gather_no_grad, nnclr_loss
 from stars.train.optim import build_adamw, freeze_below, param_groups
+from stars.train.session import Session
 
 
 class TunedModel(nn.Module):
@@ -107,6 +110,7 @@ class MonitorSet:
     """
 
     def __init__(self, shard: Any, data_cfg, device, max_bytes: int = 1 << 30):
+        # shard: a Ray Data shard, or in-process rows (LocalRows)
         self.shard, self.data_cfg, self.device, self.max_bytes = shard, data_cfg, device, max_bytes
         self.cached: list[dict[str, torch.Tensor]] | None = None
 
@@ -116,7 +120,7 @@ class MonitorSet:
             return
         kept: list[dict[str, torch.Tensor]] | None = []
         size = 0
-        for batch in iter_worker_batches(self.shard, self.data_cfg, "eval", self.device):
+        for batch in self._stream():
             size += sum(t.numel() * t.element_size() for t in batch.values())
             if kept is not None and size <= self.max_bytes:
                 kept.append(batch)
@@ -124,6 +128,11 @@ class MonitorSet:
                 kept = None
             yield batch
         self.cached = kept
+
+    def _stream(self):
+        if isinstance(self.shard, LocalRows):
+            return self.shard.eval_batches(self.data_cfg, self.device)
+        return iter_worker_batches(self.shard, self.data_cfg, "eval", self.device)
 
     @torch.no_grad()
     def features(self, encoder: SkeletonEncoder) -> FeatureSet:
@@ -170,8 +179,6 @@ class Stage2Task(StageTask):
         self.cfg, self.source, self.source_sha256 = cfg, source, source_sha256
 
     def build(self, worker: Worker) -> None:
-        import ray.train
-
         s2 = self.cfg.stage2
         encoder = ckpt.load_encoder(self.source)
         self.model = TunedModel(encoder, s2.frozen_blocks, s2.predictor_hidden).to(worker.device)
@@ -181,7 +188,7 @@ class Stage2Task(StageTask):
         self.monitors: dict[str, MonitorSet] = {}
         if worker.loop_config.get("monitor", "none") != "none" and worker.rank == 0:
             self.monitors = {
-                name: MonitorSet(ray.train.get_dataset_shard(name), self.cfg.data, worker.device)
+                name: MonitorSet(worker.session.dataset(name), self.cfg.data, worker.device)
                 for name in ("monitor_bank", "monitor_query")
                 if name in worker.loop_config.get("monitor_datasets", [])
             }
@@ -220,6 +227,7 @@ class Stage2Task(StageTask):
     def end_epoch(self, epoch: int, worker: Worker) -> dict[str, float]:
         if not self.monitors:
             return {}
+        start = time.perf_counter()
         feats = {name: m.features(self.model.encoder) for name, m in self.monitors.items()}
         report = monitor_report(self.cfg.stage2, feats["monitor_bank"], feats.get("monitor_query"))
         # Rank 0 monitors whole sets (they are never split across workers): the counts say so.
@@ -227,6 +235,7 @@ class Stage2Task(StageTask):
             report[f"{name}_samples"] = float(len(features))
         if self.objective:  # a sweep's trial: the value its scheduler compares each epoch
             report["objective"] = report[self.objective]
+        report["monitor_time_s"] = time.perf_counter() - start
         return report
 
 
@@ -237,10 +246,11 @@ def stage2_settings(cfg: Stage2JobConfig) -> LoopSettings:
     )
 
 
-def stage2_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry. Besides the common keys (:mod:`stars.train.loop`): ``source`` (the
-    stage-1 checkpoint file), ``source_sha256``, ``monitor`` (the mode), ``monitor_datasets``
-    (the monitoring datasets handed to the trainer) and, in sweeps, ``objective_metric``."""
+def stage2_worker(config: dict[str, Any], session: Session | None = None) -> None:
+    """Ray Train entry (``session`` given: the in-process run). Besides the common keys
+    (:mod:`stars.train.loop`): ``source`` (the stage-1 checkpoint file), ``source_sha256``,
+    ``monitor`` (the mode), ``monitor_datasets`` (the monitoring datasets handed to the
+    trainer) and, in sweeps, ``objective_metric``."""
     cfg = from_dict(Stage2JobConfig, config["job"])
     task = Stage2Task(cfg, config["source"], config.get("source_sha256", ""))
-    run_loop(task, stage2_settings(cfg), config)
+    run_loop(task, stage2_settings(cfg), config, session)

@@ -23,6 +23,7 @@ from stars.model.checkpoint import CHECKPOINT_FILE, resolve_checkpoint, write_ra
 from stars.tracking import runs as tr
 from stars.train.config import Stage1JobConfig, Stage2JobConfig
 from stars.train.faults import Fault
+from stars.train.in_process import ReportHook
 from stars.train.launch import StageResult, run_stage1, run_stage2
 from stars.workflow.reference import reference_outcomes
 from stars.workflow.tracker import Tracker, describe
@@ -183,9 +184,12 @@ def tracked_stage2(
     run_id: str = "",
     progress: bool = False,
     reference: Outcomes | None = None,
+    in_process: bool = False,
+    on_report: ReportHook | None = None,
 ) -> StageOutcome:
     """Tune from ``source``, evaluate, and record it in one MLflow run nested under the
     source's run (or ``parent_run_id``, e.g. a sweep), linked to it by ``stars.*`` tags.
+    ``in_process`` and ``on_report``: as :func:`stars.train.launch.run_stage2`.
 
     The evaluation is paired with the source's on the same samples and episodes
     (``delta_<metric>`` with its interval): ``reference`` holds the source's outcomes under
@@ -217,6 +221,8 @@ def tracked_stage2(
             callbacks=callbacks,
             objective_metric=objective_metric,
             progress=progress,
+            in_process=in_process,
+            on_report=on_report,
         )
         ev = run_evaluation(
             result.checkpoint_file,
