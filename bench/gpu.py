@@ -11,7 +11,8 @@ autocast and ``torch.compile`` (bf16), at batch sizes doubling up to the memory 
 and its fraction of the device's bf16 peak measured in the same run with a large matmul; peak
 memory; the encoder's evaluation feature throughput; and fp32 against bf16 losses over
 ``--loss-steps`` steps on the same fixed batches (their relative gap). The step is the one
-training runs: the MAMP model, its parameter groups and AdamW (fused on CUDA).
+training runs: the MAMP model, its parameter groups and AdamW (``build_adamw``: fused on CUDA;
+``--optimizer foreach`` measures torch's multi-tensor AdamW instead, rows named ``..._foreach``).
 
 ``--record`` refuses to write CPU figures as GPU rows: a CPU run is a dry run of the script.
 """
@@ -34,7 +35,7 @@ import torch
 from stars.model.config import ModelConfig, preset
 from stars.model.mamp import MAMP
 from stars.train.config import OptimConfig
-from stars.train.optim import param_groups
+from stars.train.optim import build_adamw, param_groups
 
 MODES = ("fp32", "bf16", "compile")
 RESULTS_FILE = Path(__file__).resolve().parents[1] / "bench-results.json"
@@ -97,17 +98,21 @@ def sample_batch(cfg: ModelConfig, batch: int, device: torch.device, seed: int) 
 class Step:
     """One stage-1 training step (MAMP loss, backward, AdamW) of a fresh model."""
 
-    def __init__(self, cfg: ModelConfig, mode: str, device: torch.device, seed: int = 0):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        mode: str,
+        device: torch.device,
+        seed: int = 0,
+        optimizer: str = "fused",
+    ):
         torch.manual_seed(seed)
         self.model = MAMP(cfg).to(device)
         self.mode, self.device = mode, device
-        optim = OptimConfig()
-        groups = [
-            {k: v for k, v in g.items() if k != "names"}
-            for g in param_groups(self.model, optim.weight_decay)
-        ]
-        fused = {"fused": True} if device.type == "cuda" else {}
-        self.optimizer = torch.optim.AdamW(groups, lr=1e-4, betas=optim.betas, **fused)
+        optim = OptimConfig(lr=1e-4)
+        groups = param_groups(self.model, optim.weight_decay)
+        # The training code's optimiser: fused on CUDA unless asked for torch's foreach one.
+        self.optimizer = build_adamw(groups, optim, fused=None if optimizer == "fused" else False)
         # dynamic=False: a job trains at one batch size, and MAMP's masking draws
         # (torch.rand over a symbolic batch) do not trace with dynamic shapes.
         compiled = mode == "compile"
@@ -157,18 +162,25 @@ def is_out_of_memory(err: BaseException) -> bool:
 
 
 def measure_steps(
-    cfg: ModelConfig, mode: str, batches: str, device: torch.device, repeats: int, peak: float
+    cfg: ModelConfig,
+    mode: str,
+    batches: str,
+    device: torch.device,
+    repeats: int,
+    peak: float,
+    optimizer: str = "fused",
 ) -> list[Row]:
     """Step time, sequences/s, TFLOP/s and peak memory of ``mode`` at each batch size that
     fits; the first that does not ends the list (an ``auto`` run's memory limit)."""
     rows, flop_at_1 = [], None
     name = device_name(device)
+    label = mode if optimizer == "fused" else f"{mode}_{optimizer}"
     for batch in batch_sizes(batches, device):
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
         try:
-            step = Step(cfg, mode, device)
+            step = Step(cfg, mode, device, optimizer=optimizer)
             x = sample_batch(cfg, batch, device, 1)
             seconds = timed(lambda s=step, x=x: s(x), device, repeats)
         except RuntimeError as err:
@@ -178,14 +190,16 @@ def measure_steps(
             note = f"batch {batch} does not fit in memory" + (
                 f"; the largest measured is {largest}" if largest else ""
             )
-            rows.append(Row(f"gpu_stage1_{mode}_max_batch", largest, "sequences", note, name))
+            rows.append(Row(f"gpu_stage1_{label}_max_batch", largest, "sequences", note, name))
             break
         memory = peak_memory_mb(device)
         del step, x
-        if flop_at_1 is None:  # FLOP grow linearly with the batch (a fixed masking ratio)
-            flop_at_1 = step_flop(cfg, batch, device) / batch
+        if flop_at_1 is None:  # FLOP grow linearly with the batch (a fixed masking ratio);
+            # counted on a small batch: the counter runs fp32, which fits less than bf16 does.
+            counted = min(batch, 32)
+            flop_at_1 = step_flop(cfg, counted, device) / counted
         tflops = flop_at_1 * batch / seconds / 1e12
-        prefix = f"gpu_stage1_{mode}_b{batch}"
+        prefix = f"gpu_stage1_{label}_b{batch}"
         where = f"{cfg_name(cfg)}, batch {batch} (x2 actors), fwd+bwd+AdamW"
         rows += [
             Row(f"{prefix}_step_s", seconds, "s/step", where, name),
@@ -246,7 +260,10 @@ def loss_agreement(
     ]
 
 
-def run(args: argparse.Namespace) -> list[Row]:
+def run(args: argparse.Namespace) -> Iterator[list[Row]]:
+    """The benchmark's sections in turn, each a list of rows as soon as it is measured: the
+    bf16 step (what training runs on CUDA) and the loss check first, ``torch.compile`` (the
+    slowest to measure: it compiles anew per batch size) last."""
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -254,29 +271,40 @@ def run(args: argparse.Namespace) -> list[Row]:
     cfg = preset(args.preset)
     name = device_name(device)
     peak = matmul_peak_tflops(device, args.matmul_size)
-    rows = [
+    yield [
         Row("gpu_bf16_matmul_tflop_s", peak, "TFLOP/s", f"{args.matmul_size}^3 bf16 matmul", name)
     ]
-    for mode in args.modes.split(","):
+    modes = args.modes.split(",")
+    for mode in modes:
         if mode not in MODES:
             raise SystemExit(f"bench.gpu: unknown mode {mode!r} (choose from {', '.join(MODES)})")
-        rows += measure_steps(cfg, mode, args.batches, device, args.repeats, peak)
-    rows.append(feature_throughput(cfg, device, args.feature_batch, args.repeats))
-    if args.loss_steps > 0:
-        rows += loss_agreement(cfg, device, args.loss_steps, args.loss_batch)
-    return rows
+    order = [m for m in ("bf16", "fp32", "compile") if m in modes]
+    for mode in order:
+        batches = args.compile_batches or args.batches if mode == "compile" else args.batches
+        yield measure_steps(cfg, mode, batches, device, args.repeats, peak, args.optimizer)
+        if mode == order[0]:
+            yield [feature_throughput(cfg, device, args.feature_batch, args.repeats)]
+            if args.loss_steps > 0:
+                yield loss_agreement(cfg, device, args.loss_steps, args.loss_batch)
 
 
-def record(rows: list[Row], path: Path, device: torch.device) -> None:
-    """Put the rows in ``bench-results.json`` under ``gpu`` (replacing an earlier GPU run)."""
+def record(rows: list[Row], path: Path, device: torch.device, append: bool = False) -> None:
+    """Put the rows in ``bench-results.json`` under ``gpu``: replacing an earlier GPU run, or
+    (``append``) adding the rows it does not hold yet to one on the same device (its matmul
+    peak, which earlier rows' notes quote, stays)."""
     if device.type != "cuda":
         raise SystemExit("bench.gpu: --record writes GPU rows; this run was not on a GPU")
     results = json.loads(path.read_text()) if path.exists() else {}
+    earlier = results.get("gpu", {})
+    kept: list[dict] = []
+    if append and earlier.get("device") == device_name(device):
+        kept = earlier.get("rows", [])
+    held = {r["name"] for r in kept}
     results["gpu"] = {
         "device": device_name(device),
         "torch": torch.__version__,
         "unix_time": int(time.time()),
-        "rows": [asdict(r) for r in rows],
+        "rows": kept + [asdict(r) for r in rows if r.name not in held],
     }
     path.write_text(json.dumps(results, indent=1) + "\n")
 
@@ -292,12 +320,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--batches", default="auto", help="comma-separated, or auto (double to the limit)"
     )
+    parser.add_argument(
+        "--compile-batches",
+        help="batch sizes for torch.compile (default: --batches); each compiles anew",
+    )
+    parser.add_argument(
+        "--optimizer", choices=("fused", "foreach"), default="fused", help="AdamW's kernels"
+    )
     parser.add_argument("--repeats", type=int, default=10, help="timed steps per measurement")
     parser.add_argument("--matmul-size", type=int, default=8192)
     parser.add_argument("--feature-batch", type=int, default=256)
     parser.add_argument("--loss-steps", type=int, default=200)
     parser.add_argument("--loss-batch", type=int, default=32)
     parser.add_argument("--out", help="also write the rows to this JSON file")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="with --record: add the rows not yet recorded for this device instead of replacing",
+    )
     parser.add_argument(
         "--record", action="store_true", help=f"add the rows to {RESULTS_FILE.name}"
     )
@@ -306,14 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    rows = run(args)
-    width = max(len(r.name) for r in rows)
-    for r in rows:
-        print(f"{r.name.ljust(width)}  {r.value:12.4g} {r.unit:9}  {r.note}")
-    if args.out:
-        Path(args.out).write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
+    rows: list[Row] = []
+    for section in run(args):
+        rows += section
+        for r in section:
+            print(f"{r.name:34}  {r.value:12.4g} {r.unit:9}  {r.note}", flush=True)
+        if args.out:  # after every section: a run cut short keeps what it measured
+            Path(args.out).write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
     if args.record:
-        record(rows, RESULTS_FILE, torch.device(args.device))
+        record(rows, RESULTS_FILE, torch.device(args.device), append=args.append)
     return 0
 
 

@@ -5,6 +5,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from bench import gpu
 
@@ -48,3 +49,15 @@ def test_flop_count_grows_with_the_batch():
 
     one, four = (gpu.step_flop(cfg, b, torch.device("cpu")) for b in (1, 4))
     assert four == pytest.approx(4 * one, rel=0.02)
+
+
+def test_append_adds_new_rows_to_the_same_devices_run(tmp_path, monkeypatch):
+    path = tmp_path / "bench-results.json"
+    monkeypatch.setattr(gpu, "device_name", lambda device: "Some GPU")
+    cuda = torch.device("cuda")
+    gpu.record([gpu.Row("peak", 1.0, "TFLOP/s"), gpu.Row("a", 2.0, "s")], path, cuda)
+    gpu.record([gpu.Row("peak", 9.0, "TFLOP/s"), gpu.Row("b", 3.0, "s")], path, cuda, append=True)
+    rows = {r["name"]: r["value"] for r in json.loads(path.read_text())["gpu"]["rows"]}
+    assert rows == {"peak": 1.0, "a": 2.0, "b": 3.0}
+    gpu.record([gpu.Row("c", 4.0, "s")], path, cuda)  # without append: a new run replaces
+    assert [r["name"] for r in json.loads(path.read_text())["gpu"]["rows"]] == ["c"]

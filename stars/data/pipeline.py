@@ -156,13 +156,10 @@ def build_dataset(
     """
     import ray.data
 
+    from stars.data.shard_source import ShardSource
+
     bit = data.split_bit(split) if split is not None else None
-    ds = ray.data.read_parquet(
-        data.shard_paths,
-        filesystem=data.filesystem,
-        shuffle="files" if mode == "train" else None,
-    )
-    ds = ds.select_columns(READ_COLUMNS)
+    ds = ray.data.read_datasource(ShardSource(data, READ_COLUMNS, shuffle=mode == "train"))
     fn = functools.partial(
         transform_block,
         num_bodies=data.num_bodies,
@@ -200,9 +197,10 @@ def build_base_dataset(data: SkeletonDataset, split: str | None) -> ray.data.Dat
     (:class:`InMemoryTrainSet`)."""
     import ray.data
 
+    from stars.data.shard_source import ShardSource
+
     bit = data.split_bit(split) if split is not None else None
-    ds = ray.data.read_parquet(data.shard_paths, filesystem=data.filesystem)
-    ds = ds.select_columns(READ_COLUMNS)
+    ds = ray.data.read_datasource(ShardSource(data, READ_COLUMNS))
     return ds.map_batches(
         functools.partial(select_block, split_bit=bit), batch_format="pyarrow", zero_copy_batch=True
     )

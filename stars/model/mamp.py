@@ -44,7 +44,7 @@ def sample_mask(
         (B, L) bool, True = masked; exactly L - int(L * (1 - mask_ratio)) per row.
     """
     B, L = intensity.shape
-    num_keep = int(L * (1 - mask_ratio) + 1e-6)  # 750 x (1 - 0.9) is 74.999... in floats
+    num_keep = visible_count(L, mask_ratio)
     uniform = torch.rand(B, L, device=intensity.device, generator=generator)
     if tau > 0:
         scale = intensity.amax(dim=1, keepdim=True).clamp_min(1e-12) * tau
@@ -58,17 +58,28 @@ def sample_mask(
     return mask
 
 
-def mask_indices(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def visible_count(num_tokens: int, mask_ratio: float) -> int:
+    """Tokens left visible per sequence: int(L x (1 - ratio)), robust to float rounding."""
+    return int(num_tokens * (1 - mask_ratio) + 1e-6)  # 750 x (1 - 0.9) is 74.999... in floats
+
+
+def mask_indices(
+    mask: torch.Tensor, num_visible: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, L) bool mask with equal visible counts -> (ids_keep (B, K), ids_restore (B, L)).
 
     Visible tokens come first, in their original order; ``ids_restore`` undoes the shuffle.
+    ``num_visible``: K when the caller knows it (a mask from :func:`sample_mask`); otherwise
+    it is read from the mask and checked equal across rows, which waits for the device.
     """
-    counts = (~mask).sum(dim=1)
-    if not bool((counts == counts[0]).all()):
-        raise ValueError("every sequence must have the same number of visible tokens")
+    if num_visible is None:
+        counts = (~mask).sum(dim=1)
+        if not bool((counts == counts[0]).all()):
+            raise ValueError("every sequence must have the same number of visible tokens")
+        num_visible = int(counts[0])
     ids_shuffle = mask.to(torch.int8).argsort(dim=1, stable=True)
     ids_restore = ids_shuffle.argsort(dim=1)
-    return ids_shuffle[:, : int(counts[0])], ids_restore
+    return ids_shuffle[:, :num_visible], ids_restore
 
 
 def motion_target(x: torch.Tensor, stride: int) -> torch.Tensor:
@@ -176,9 +187,12 @@ class MAMP(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """x (N, M, T, V, 3); ``mask`` (N*M, L) bool fixes the masked tokens (tests)."""
         patches = self.patches(x)
+        num_visible = None
         if mask is None:
             mask = self.choose_mask(patches, generator)
-        ids_keep, ids_restore = mask_indices(mask)
+            # Known on the host: a training step then never waits for the GPU to count it.
+            num_visible = visible_count(mask.shape[1], self.cfg.mask_ratio)
+        ids_keep, ids_restore = mask_indices(mask, num_visible)
         latent = self.forward_encoder(patches, ids_keep)
         pred = self.forward_decoder(latent, ids_restore)
         target = self.targets(x)

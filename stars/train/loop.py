@@ -43,6 +43,7 @@ class LoopSettings:
         epochs: total epochs (all phases).
         optim: lr, warm-up (epochs, per-step linear), schedule, clipping.
         amp, tf32: CUDA precision (ignored on CPU).
+        compile: the training forward through ``torch.compile`` on CUDA (ignored on CPU).
         torch_threads: > 0 sets the worker's intra-op threads.
         checkpoint_every: epochs between checkpoints; the last epoch always writes one.
         seed: the job's seed; rank r seeds its RNGs with ``seed + r``.
@@ -55,13 +56,21 @@ class LoopSettings:
     seed: int
     amp: str = "bf16"
     tf32: bool = True
+    compile: bool = False
     torch_threads: int = 0
     checkpoint_every: int = 1
     deterministic: bool = False
 
     @classmethod
     def for_job(
-        cls, job: Any, *, epochs: int, optim: OptimConfig, amp: str, tf32: bool = True
+        cls,
+        job: Any,
+        *,
+        epochs: int,
+        optim: OptimConfig,
+        amp: str,
+        tf32: bool = True,
+        compile: bool = False,
     ) -> LoopSettings:
         """A stage's settings: its own epochs, optimiser and precision; data, seed and scaling
         read from the job config (any of Stage1JobConfig, Stage2JobConfig, FinetuneJobConfig)."""
@@ -72,6 +81,7 @@ class LoopSettings:
             seed=job.seed,
             amp=amp,
             tf32=tf32,
+            compile=compile,
             torch_threads=job.scale.torch_threads,
             checkpoint_every=job.scale.checkpoint_every,
             deterministic=job.scale.deterministic,
@@ -159,6 +169,13 @@ def run_loop(
         # --name again): a per-epoch metric, so MLflow shows where a run was interrupted.
         resumes = int(resumed.get("resumes", 0)) + 1
     wrapped = session.prepare(task.model, task.ddp_kwargs())
+    # The loss goes through the compiled module; train(), clipping and checkpoints use the
+    # plain one (they share parameters). dynamic=False: training batches have one shape.
+    forward = (
+        torch.compile(wrapped, dynamic=False)
+        if settings.compile and worker.device.type == "cuda"
+        else wrapped
+    )
     shard = session.dataset("train")
     train_set = (
         InMemoryTrainSet(
@@ -181,7 +198,7 @@ def run_loop(
             lr = schedule.at(step)
             set_lr(task.optimizer, lr)
             with dev.autocast(worker.device, settings.amp):
-                loss = task.loss(wrapped, batch)
+                loss = task.loss(forward, batch)
             task.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if settings.optim.clip_grad:

@@ -56,13 +56,18 @@ def freeze_below(model: nn.Module, layers: int) -> list[str]:
     return frozen
 
 
-def build_adamw(groups: list[dict], cfg: OptimConfig) -> torch.optim.AdamW:
-    opt = torch.optim.AdamW(
-        [{k: v for k, v in g.items() if k != "names"} for g in groups],
-        lr=cfg.lr,
-        betas=tuple(cfg.betas),
+def build_adamw(
+    groups: list[dict], cfg: OptimConfig, fused: bool | None = None
+) -> torch.optim.AdamW:
+    """AdamW over ``param_groups``. ``fused`` None: fused kernels when every parameter is on
+    CUDA (``bench.gpu`` measures both), torch's default implementation elsewhere."""
+    groups = [{k: v for k, v in g.items() if k != "names"} for g in groups]
+    if fused is None:
+        params = [p for g in groups for p in g["params"]]
+        fused = bool(params) and all(p.is_cuda for p in params)
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=tuple(cfg.betas), **({"fused": True} if fused else {})
     )
-    return opt
 
 
 def scheduled_lr(step: int, total_steps: int, warmup_steps: int, cfg: OptimConfig) -> float:

@@ -33,7 +33,12 @@ class Stage1Task(StageTask):
 
 def stage1_settings(cfg: Stage1JobConfig) -> LoopSettings:
     return LoopSettings.for_job(
-        cfg, epochs=cfg.stage1.epochs, optim=cfg.optim, amp=cfg.stage1.amp, tf32=cfg.stage1.tf32
+        cfg,
+        epochs=cfg.stage1.epochs,
+        optim=cfg.optim,
+        amp=cfg.stage1.amp,
+        tf32=cfg.stage1.tf32,
+        compile=cfg.stage1.compile,
     )
 
 

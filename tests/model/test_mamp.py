@@ -12,6 +12,7 @@ from stars.model.mamp import (
     motion_target,
     normalise_per_token,
     sample_mask,
+    visible_count,
 )
 from stars.presets import PRESETS
 
@@ -107,6 +108,19 @@ def test_explicit_mask_indices_roundtrip():
     assert torch.equal(shuffled.gather(1, restore), torch.arange(4).expand(2, 4))
     with pytest.raises(ValueError, match="same number of visible"):
         mask_indices(torch.tensor([[True, False], [True, True]]))
+    # A count the caller knows gives the same indices as one read from the mask.
+    given = mask_indices(mask, num_visible=2)
+    assert all(torch.equal(a, b) for a, b in zip(given, (keep, restore), strict=True))
+
+
+def test_sampled_masks_leave_the_count_the_model_assumes():
+    """The model tells mask_indices how many tokens stay visible instead of counting them on
+    the device: every sampled mask must leave exactly that many, at any ratio."""
+    for ratio in (0.9, 0.75, 0.5, 0.333):
+        for tau in (0.0, 0.8):
+            mask = sample_mask(torch.rand(5, 750), ratio, tau)
+            assert ((~mask).sum(dim=1) == visible_count(750, ratio)).all()
+    assert visible_count(750, 0.9) == 75
 
 
 def test_coordinate_target_variant():

@@ -1,0 +1,47 @@
+"""The shard datasource: every stored row once, one block per shard, a fresh shard order per
+training epoch, and a shard that cannot be read named in the error."""
+
+from __future__ import annotations
+
+import pytest
+
+from stars.data.manifest import DataError
+from stars.data.pipeline import READ_COLUMNS
+from stars.data.shard_source import ShardSource, read_shard
+
+
+def test_read_shard_names_a_shard_it_cannot_read(tmp_path):
+    broken = tmp_path / "shard-00000.parquet"
+    broken.write_bytes(b"PAR1 not a parquet file")
+    with pytest.raises(DataError, match=r"shard-00000\.parquet: cannot be read"):
+        read_shard(str(broken), ["label"], None)
+
+
+def test_read_tasks_cover_every_shard_with_its_row_count(tiny_dataset):
+    source = ShardSource(tiny_dataset, ["sample_index"])
+    tasks = source.get_read_tasks(parallelism=1000)
+    assert len(tasks) == len(tiny_dataset.shard_paths)
+    assert [t.metadata.num_rows for t in tasks] == [s.rows for s in tiny_dataset.manifest.shards]
+    fewer = source.get_read_tasks(parallelism=2)
+    assert len(fewer) == min(2, len(tasks))
+    assert sum(t.metadata.num_rows for t in fewer) == tiny_dataset.num_samples
+    ids = [i for t in fewer for block in t() for i in block.column("sample_index").to_pylist()]
+    assert sorted(ids) == sorted(range(tiny_dataset.num_samples))
+
+
+@pytest.mark.ray
+def test_every_row_once_and_a_fresh_shard_order_per_epoch(ray_local, tiny_dataset):
+    """Through Ray Data: every row of the three shards once per execution, and the shard
+    order drawn afresh on each execution of a training read (not once per dataset)."""
+    import ray.data
+
+    ds = ray.data.read_datasource(ShardSource(tiny_dataset, READ_COLUMNS, shuffle=True))
+    orders = set()
+    for _ in range(6):
+        blocks = list(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+        ids = [i for block in blocks for i in block.column("sample_index").to_pylist()]
+        assert sorted(ids) == list(range(tiny_dataset.num_samples))
+        assert all(block.column_names == READ_COLUMNS for block in blocks)
+        orders.add(tuple(block.column("sample_index")[0].as_py() for block in blocks))
+    # 6 draws of 3! = 6 orders all alike has probability 6**-5.
+    assert len(orders) > 1, "six epochs read the shards in one order"
