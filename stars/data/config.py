@@ -31,14 +31,16 @@ class DataConfig:
         rotation: max rotation angle (radians) about each axis for training; 0 disables.
         batch_size: per-worker batch size.
         shuffle_buffer: local shuffle buffer (rows) on each worker; 0 disables.
-        map_batch_size: rows per Ray Data transform task.
+        map_batch_size: rows per transform call inside a Ray Data read task (each task reads
+            one shard and transforms it in slices of this many rows).
         in_memory: training workers keep their share of the rows in memory and make the
             random views themselves (true), or Ray Data streams and transforms them every
             epoch (false); unset: in memory when a worker's share fits
             ``in_memory_max_bytes``.
-        in_memory_max_bytes: the decoded bytes of a worker's share of the training rows
-            below which it keeps them in memory (default 2 GiB; a stored row decodes to
-            T_max x M x V x 3 float32, 180,000 bytes for NTU's 300 x 2 x 25).
+        in_memory_max_bytes: the bytes of a worker's share of the training rows below which
+            it keeps them in memory (default 2 GiB). A row counts at the size of its content,
+            frames x stored actors x V x 3 float32 (30,000 bytes for 100 frames of one NTU
+            actor).
     """
 
     path: str = ""

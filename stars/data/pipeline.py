@@ -130,12 +130,18 @@ def stored_rows(table: pa.Table, num_bodies: int) -> dict[str, Any]:
 
 
 def transform_block(table: pa.Table, *, num_bodies: int, **kwargs: Any) -> pa.Table:
-    """:func:`transform_batch` of a block of stored rows, as an Arrow table (what the Ray Data
-    pipeline emits)."""
+    """:func:`transform_batch` of a block of stored rows, as an Arrow table."""
     out = transform_batch(stored_rows(table, num_bodies), **kwargs)
     return pa.table(
         {"x": tensor_column(out["x"]), "label": out["label"], "sample_index": out["sample_index"]}
     )
+
+
+def transform_shard(table: pa.Table, *, rows_per_call: int, **kwargs: Any) -> Iterator[pa.Table]:
+    """A shard's stored rows -> transformed tables of at most ``rows_per_call`` rows each (what
+    the Ray Data pipeline emits; the slices bound the transform's temporaries)."""
+    for lo in range(0, max(table.num_rows, 1), rows_per_call):
+        yield transform_block(table.slice(lo, rows_per_call), **kwargs)
 
 
 def build_dataset(
@@ -154,26 +160,24 @@ def build_dataset(
         holdout: ``all``, or ``bank`` / ``query`` for the two parts of a monitoring split.
         map_kwargs: extra ``map_batches`` arguments (e.g. ``num_cpus``).
     """
-    import ray.data
-
-    from stars.data.shard_source import ShardSource
+    from stars.data.shard_source import read_shards
 
     bit = data.split_bit(split) if split is not None else None
-    ds = ray.data.read_datasource(ShardSource(data, READ_COLUMNS, shuffle=mode == "train"))
+    ds = read_shards(data, READ_COLUMNS, shuffle=mode == "train")
     fn = functools.partial(
-        transform_block,
+        transform_shard,
+        rows_per_call=cfg.map_batch_size,
         num_bodies=data.num_bodies,
         split_bit=bit,
         mode=mode,
         cfg=cfg,
         holdout=holdout,
     )
+    # Whole blocks (batch_size=None): Ray Data fuses a read only with a map that takes its
+    # blocks as they come, so each shard is read and transformed in one task and only the
+    # transformed rows cross the object store.
     return ds.map_batches(
-        fn,
-        batch_format="pyarrow",
-        batch_size=cfg.map_batch_size,
-        zero_copy_batch=True,
-        **map_kwargs,
+        fn, batch_format="pyarrow", batch_size=None, zero_copy_batch=True, **map_kwargs
     )
 
 
@@ -195,14 +199,14 @@ def build_base_dataset(data: SkeletonDataset, split: str | None) -> ray.data.Dat
     """Lazy Ray Dataset of one split's stored rows, not transformed: a worker reads its
     shard once and applies the random training views itself each epoch
     (:class:`InMemoryTrainSet`)."""
-    import ray.data
-
-    from stars.data.shard_source import ShardSource
+    from stars.data.shard_source import read_shards
 
     bit = data.split_bit(split) if split is not None else None
-    ds = ray.data.read_datasource(ShardSource(data, READ_COLUMNS))
-    return ds.map_batches(
-        functools.partial(select_block, split_bit=bit), batch_format="pyarrow", zero_copy_batch=True
+    return read_shards(data, READ_COLUMNS).map_batches(
+        functools.partial(select_block, split_bit=bit),
+        batch_format="pyarrow",
+        batch_size=None,  # fused with the read, as in build_dataset
+        zero_copy_batch=True,
     )
 
 

@@ -6,6 +6,12 @@ manifest already knows each shard's path and row count, and a shard (a few hundr
 the natural block, so a read task here is a single ``pyarrow.parquet.read_table`` of the
 columns asked for, and a training epoch spends its CPU on decoding rows rather than on
 planning the read (``bench.data``'s ``ray_row_epoch`` measures both).
+
+:func:`read_shards` asks Ray Data for exactly one block per read task. Left to itself, Ray
+Data splits each task's output into several blocks when a dataset has fewer read tasks than
+its default minimum number of blocks (200), and a split read cannot be fused with the map
+that follows it: every row would then cross the object store twice, once as stored and once
+transformed, in blocks of a few dozen rows.
 """
 
 from __future__ import annotations
@@ -23,6 +29,16 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from stars.data.shards import SkeletonDataset
+
+
+def read_shards(data: SkeletonDataset, columns: Sequence[str], shuffle: bool = False) -> Any:
+    """A lazy :class:`ray.data.Dataset` of the dataset's shards, one block per shard
+    (see :class:`ShardSource`), so that a ``map_batches(batch_size=None)`` after it runs in
+    the same task as the read."""
+    import ray.data
+
+    source = ShardSource(data, columns, shuffle=shuffle)
+    return ray.data.read_datasource(source, override_num_blocks=len(data.shard_paths))
 
 
 def read_shard(path: str, columns: Sequence[str], filesystem: Any) -> list[pa.Table]:
