@@ -88,6 +88,16 @@ def joints_type(t_max: int, num_bodies: int, num_joints: int) -> pa.DataType:
     return pa.list_(pa.list_(pa.float32(), num_joints * 3))
 
 
+# Coordinates are floats that rarely repeat, so a dictionary only costs; splitting their bytes
+# into four streams lets zstd find the slowly varying exponents. Measured on synthetic NTU-size
+# rows against zstd with dictionaries: 25 % fewer bytes on disk and 24 % less read time
+# (``bench.data``'s row_format rows).
+JOINTS_ENCODING: dict[str, Any] = {
+    "use_dictionary": ["sample_id"],
+    "column_encoding": {f"{JOINTS}.list.element.list.element": "BYTE_STREAM_SPLIT"},
+}
+
+
 def arrow_schema(t_max: int, num_bodies: int, num_joints: int) -> pa.Schema:
     return pa.schema(
         [
@@ -332,6 +342,7 @@ class ShardWriter:
             compression="zstd",
             compression_level=self.compression_level,
             row_group_size=min(len(self._rows), 128),
+            **JOINTS_ENCODING,
         )
         os.replace(tmp, final)
         self._shards.append(

@@ -69,6 +69,21 @@ def test_round_trip_preserves_everything(tmp_path):
     assert sizes == [s.joints.shape[0] * s.joints.shape[1] for s in samples[:4]]
 
 
+def test_coordinates_are_stored_byte_split_without_a_dictionary(tmp_path):
+    with _writer(tmp_path) as w:
+        for i in range(4):
+            w.add(_sample(i, frames=30))
+    meta = pq.ParquetFile(open_dataset(tmp_path / "ds").shard_paths[0]).metadata
+    columns = {
+        meta.row_group(0).column(c).path_in_schema: meta.row_group(0).column(c)
+        for c in range(meta.num_columns)
+    }
+    joints = columns["joints.list.element.list.element"]
+    assert "BYTE_STREAM_SPLIT" in joints.encodings
+    assert not {"PLAIN_DICTIONARY", "RLE_DICTIONARY"} & set(joints.encodings)
+    assert joints.compression == "ZSTD"
+
+
 def test_digest_is_deterministic_and_content_based(tmp_path):
     digests = []
     for name in ("one", "two"):
