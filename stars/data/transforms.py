@@ -172,7 +172,8 @@ def resample_to_model_layout(
         if rot_t is None:
             out[:, m] = b.reshape(B, out_frames, V, C)
         else:
-            out[:, m] = (b.reshape(B, -1, C) @ rot_t).reshape(B, out_frames, V, C)
+            # (B, T*V, 3) view of this actor's slot: the product lands in place, uncopied
+            np.matmul(b.reshape(B, -1, C), rot_t, out=out[:, m].reshape(B, -1, C))
     return out
 
 
