@@ -45,3 +45,18 @@ def test_every_row_once_and_a_fresh_shard_order_per_epoch(ray_local, tiny_datase
         orders.add(tuple(block.column("sample_index")[0].as_py() for block in blocks))
     # 6 draws of 3! = 6 orders all alike has probability 6**-5.
     assert len(orders) > 1, "six epochs read the shards in one order"
+
+
+@pytest.mark.ray
+def test_training_pipeline_reads_and_transforms_each_shard_in_one_task(ray_local, tiny_dataset):
+    """The transforms are fused into the read (one task per shard): a read split into several
+    blocks, or a map that re-batches, would send every stored row through the object store."""
+    from stars.data.config import DataConfig
+    from stars.data.pipeline import build_dataset
+
+    ds = build_dataset(tiny_dataset, None, "train", DataConfig(num_frames=16, map_batch_size=5))
+    rows = sum(len(b["label"]) for b in ds.iter_batches(batch_size=None, batch_format="numpy"))
+    assert rows == tiny_dataset.num_samples
+    stats = ds.stats()
+    assert "ReadStarsShards->MapBatches(transform_shard)" in stats, stats
+    assert f"{len(tiny_dataset.shard_paths)} tasks executed" in stats, stats
