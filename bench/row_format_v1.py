@@ -1,4 +1,4 @@
-"""The storage format before schema 2, for side-by-side measurement only: every row's joints
+"""The storage format before schemas 2 and 3, for side-by-side measurement only: every row's joints
 zero padded to (T_max, M, V, 3) in a ``fixed_shape_tensor`` column."""
 
 from __future__ import annotations

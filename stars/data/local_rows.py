@@ -32,7 +32,7 @@ class LocalRows:
     ``sample_index``.
 
     Attributes:
-        table: ``joints`` (list<fixed_size_list<float32, V*3>>), ``num_frames``, ``label``,
+        table: ``joints`` (list<fixed_size_binary[V*12]>), ``num_frames``, ``label``,
             ``sample_index`` (int64).
         num_bodies: the dataset's actors per row (M of the model's input).
     """

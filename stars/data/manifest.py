@@ -20,7 +20,7 @@ from stars.location import unsafe_name_reason
 from stars.skeleton import JointLayout, get_layout
 
 # 2: joints stored without padding (list<float32>, stars.data.rows); 1 padded them to T_max.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _REQUIRED = (
     "schema_version",

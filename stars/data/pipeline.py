@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from stars.data import transforms
 from stars.data.config import DataConfig
-from stars.data.rows import RaggedJoints
+from stars.data.rows import RaggedJoints, joints_per_frame
 from stars.data.shards import JOINTS, SkeletonDataset
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def stored_rows(table: pa.Table, num_bodies: int) -> dict[str, Any]:
         if name != JOINTS
     }
     column = table.column(JOINTS)
-    num_joints = column.type.value_type.list_size // 3
+    num_joints = joints_per_frame(column.type)
     out[JOINTS] = RaggedJoints.from_arrow(column, out["num_frames"], num_joints, num_bodies)
     return out
 

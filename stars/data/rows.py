@@ -1,10 +1,11 @@
 """Skeleton rows at the size of their content: joints kept frames-first without padding.
 
 A stored row holds its ``num_frames`` frames of its stored actors only (every actor up to the
-last one present), as one flat float32 list: frame t, actor m, joint v, coordinate c at
-``((t * bodies + m) * V + v) * 3 + c``. :class:`RaggedJoints` is a batch of such rows over
-one shared buffer (Arrow's list values, taken without a copy): subsets share it, and the
-training and evaluation views gather straight from it, so no row is ever padded to T_max.
+last one present), as a list of actor-frames, each V x 3 float32 in one fixed-size binary
+value: frame t, actor m, joint v, coordinate c at float ``((t * bodies + m) * V + v) * 3 + c``
+of the row. :class:`RaggedJoints` is a batch of such rows over one shared buffer (Arrow's list
+values, taken without a copy): subsets share it, and the training and evaluation views
+gather straight from it, so no row is ever padded to T_max.
 """
 
 from __future__ import annotations
@@ -54,15 +55,23 @@ class RaggedJoints:
         num_joints: int,
         num_bodies: int,
     ) -> RaggedJoints:
-        """The rows of a ``list<float32>`` joints column (one chunk is taken as is)."""
+        """The rows of a ``list<fixed_size_binary[V*12]>`` joints column (one chunk is taken
+        as is; the float32 coordinates are read in place)."""
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
         lengths = np.asarray(lengths, np.int64)
         offsets = column.offsets.to_numpy().astype(np.int64)  # in actor-frames
-        actor_frames = column.values  # fixed_size_list<float32, V*3>
-        flat = actor_frames.values.to_numpy(zero_copy_only=False)
-        first = actor_frames.offset * num_joints * 3  # a sliced column starts inside them
-        frames = flat[first : first + len(actor_frames) * num_joints * 3]
+        actor_frames = column.values  # fixed_size_binary[V*12]
+        width = num_joints * 3
+        if actor_frames.type != pa.binary(width * 4):
+            raise ValueError(f"joints hold {actor_frames.type}, expected {pa.binary(width * 4)}")
+        data = actor_frames.buffers()[1]
+        count = len(actor_frames) * width
+        first = actor_frames.offset * width  # a sliced column starts inside them
+        if count:  # the coordinates read in place from Arrow's buffer
+            frames = np.frombuffer(data, "<f4", count=count, offset=first * 4)
+        else:  # an empty block may come without a data buffer
+            frames = np.zeros(0, np.float32)
         sizes = np.diff(offsets)
         bodies = sizes // np.maximum(lengths, 1)
         if np.any(sizes != bodies * lengths) or np.any((bodies < 1) | (bodies > num_bodies)):
@@ -115,11 +124,18 @@ class RaggedJoints:
 
 
 def to_arrow(rows: list[np.ndarray], num_joints: int) -> pa.ListArray:
-    """A ``list<fixed_size_list<float32, V*3>>`` column of (T_i, M_i, V, 3) rows: each row
-    its T_i x M_i actor-frames, frame-major."""
-    flat = [np.ascontiguousarray(r, dtype=np.float32).reshape(-1) for r in rows]
+    """A ``list<fixed_size_binary[V*12]>`` column of (T_i, M_i, V, 3) rows: each row its
+    T_i x M_i actor-frames, frame-major, each the V x 3 float32 of one actor in one frame."""
+    flat = [np.ascontiguousarray(r, dtype="<f4").reshape(-1) for r in rows]
     width = num_joints * 3
     offsets = np.concatenate([[0], np.cumsum([len(f) // width for f in flat])])
     values = np.concatenate(flat) if flat else np.zeros(0, np.float32)
-    actor_frames = pa.FixedSizeListArray.from_arrays(pa.array(values), width)
+    actor_frames = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width * 4), len(values) // width, [None, pa.py_buffer(values)]
+    )
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), actor_frames)
+
+
+def joints_per_frame(column_type: pa.DataType) -> int:
+    """V of a stored joints column's type (``list<fixed_size_binary[V*12]>``)."""
+    return column_type.value_type.byte_width // 12
