@@ -187,11 +187,17 @@ def test_two_gloo_workers_match_one_process_on_the_concatenated_batch(tmp_path):
                 p.join(timeout=10)
     assert loss == pytest.approx(float(ref_loss), rel=1e-5)
     assert grads.keys() == ref_grads.keys()
-    # Float32 sums in a different order: agreement to ~1e-5 absolute. (Biases right before a
-    # BatchNorm have a true gradient of 0; only rounding noise is compared there.)
+    # Float32 sums in a different order: agreement to ~1e-5 absolute. The encoder's last norm
+    # bias shifts every feature of a BatchNorm batch alike, so its true gradient is 0 and each
+    # run holds only rounding noise, up to ~5e-5 here: two such draws differ by up to twice that.
+    noise_only = {"encoder.norm.bias": 2e-4}
     for name, grad in grads.items():
         torch.testing.assert_close(
-            torch.from_numpy(grad), ref_grads[name], rtol=1e-3, atol=5e-5, msg=name
+            torch.from_numpy(grad),
+            ref_grads[name],
+            rtol=1e-3,
+            atol=noise_only.get(name, 5e-5),
+            msg=name,
         )
     # Every rank's queue received the whole global batch, in rank order: the same queue as
     # one process that saw the concatenated batch.
