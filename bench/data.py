@@ -445,10 +445,33 @@ def _ray_epochs(make_dataset, epochs: int = 4, **iter_kwargs) -> tuple[float, fl
     return min(per_epoch[1:]), max(per_epoch[1:])
 
 
-def bench_ray_row_epoch(num_classes: int = 120, per_class: int = 480) -> list[Result]:
+def _ray_epoch(ds, **iter_kwargs) -> float:
+    """CPU seconds per row (every process) of one pass over a Ray Dataset."""
+    start, rows = _ray_cpu_seconds(), 0
+    for batch in ds.iter_batches(**iter_kwargs):
+        rows += batch.num_rows if hasattr(batch, "num_rows") else len(batch["label"])
+    return (_ray_cpu_seconds() - start) / rows
+
+
+def _plain_pass(paths: list, step) -> float:
+    """CPU seconds per row of one in-process pass of ``step(pyarrow table)`` over the shards."""
+    import pyarrow.parquet as pq
+
+    rows, start = 0, time.process_time()
+    for path in paths:
+        table = pq.read_table(path)
+        step(table)
+        rows += table.num_rows
+    return (time.process_time() - start) / rows
+
+
+def bench_ray_row_epoch(
+    num_classes: int = 120, per_class: int = 480, rounds: int = 5
+) -> list[Result]:
     """CPU per row-epoch of the Ray Data training pipeline (every process), against a plain
-    in-process pyarrow read + the same transforms of the same shards; and Ray Data's read of
-    the shards alone, the project's datasource against ``read_parquet``."""
+    in-process pyarrow read + the same transforms of the same shards, the two measured in
+    alternation (a shared VM's speed drifts between minutes); and Ray Data's read of the
+    shards alone, the project's datasource against ``read_parquet``."""
     import ray
     import ray.data
 
@@ -463,13 +486,16 @@ def bench_ray_row_epoch(num_classes: int = 120, per_class: int = 480) -> list[Re
         def plain_step(table) -> None:
             transform_batch(stored_rows(table, M), split_bit=None, mode="train", cfg=cfg)
 
-        plain = _cpu_per_row(data.shard_paths, plain_step)
         _local_ray(Path(tmp) / "ray")
         try:
             pipeline_ds = build_dataset(data, None, "train", cfg)
-            pipeline, pipeline_worst = _ray_epochs(
-                lambda: pipeline_ds, batch_size=cfg.map_batch_size, batch_format="numpy"
-            )
+            batches = {"batch_size": cfg.map_batch_size, "batch_format": "numpy"}
+            _plain_pass(data.shard_paths, plain_step)  # warm-ups: page cache, Ray Data workers
+            _ray_epoch(pipeline_ds, **batches)
+            pairs = [
+                (_plain_pass(data.shard_paths, plain_step), _ray_epoch(pipeline_ds, **batches))
+                for _ in range(rounds)
+            ]
             blocks = {"batch_size": None, "batch_format": "pyarrow"}
             ours, ours_worst = _ray_epochs(
                 lambda: read_shards(data, READ_COLUMNS, shuffle=True), **blocks
@@ -483,6 +509,9 @@ def bench_ray_row_epoch(num_classes: int = 120, per_class: int = 480) -> list[Re
         finally:
             ray.shutdown()
     rows = f"{data.num_samples} rows, 512 per shard, local Ray of 2 CPUs"
+    ratios = sorted(ray_s / plain_s for plain_s, ray_s in pairs)
+    plain = float(np.median([p for p, _ in pairs]))
+    pipeline = float(np.median([r for _, r in pairs]))
     return [
         Result(
             "rows_ray_pipeline_vs_plain_read",
@@ -490,10 +519,11 @@ def bench_ray_row_epoch(num_classes: int = 120, per_class: int = 480) -> list[Re
             "CPU-ms/row",
             plain * 1e3,
             "<= 1.2x",
-            f"Ray Data read + training transforms (T 120), fused in one task per shard, into "
-            f"batches of 256, every process, best of epochs 2-4 (worst "
-            f"{pipeline_worst * 1e3:.3f}), {rows}; baseline: pyarrow read + the same transforms "
-            "in one process (best of 3 passes)",
+            f"Ray Data read + training transforms (T 120), fused, read tasks of "
+            f"{cfg.rows_per_read_task} rows, into batches of 256, every process; baseline: "
+            f"pyarrow read + the same transforms in one process; medians of {rounds} "
+            f"alternating rounds after a warm-up, per-round ratios {ratios[0]:.2f}-"
+            f"{ratios[-1]:.2f} (median {np.median(ratios):.2f}); {rows}",
         ),
         Result(
             "rows_ray_read_shard_source_vs_read_parquet",

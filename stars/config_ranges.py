@@ -102,6 +102,7 @@ RANGES: dict[tuple[str, str], Range] = {
     ("DataConfig", "batch_size"): AT_LEAST_1,
     ("DataConfig", "shuffle_buffer"): AT_LEAST_1,
     ("DataConfig", "map_batch_size"): AT_LEAST_1,
+    ("DataConfig", "rows_per_read_task"): AT_LEAST_1,
     ("DataConfig", "in_memory_max_bytes"): AT_LEAST_0,
     ("SyntheticConfig", "num_classes"): AT_LEAST_1,
     ("SyntheticConfig", "samples_per_class"): AT_LEAST_1,

@@ -32,7 +32,10 @@ class DataConfig:
         batch_size: per-worker batch size.
         shuffle_buffer: local shuffle buffer (rows) on each worker; 0 disables.
         map_batch_size: rows per transform call inside a Ray Data read task (each task reads
-            one shard and transforms it in slices of this many rows).
+            its shards and transforms them in slices of this many rows).
+        rows_per_read_task: rows a streaming Ray Data read task reads and transforms (whole
+            shards, at least one): each task costs Ray Data a roughly fixed amount of CPU, so
+            fewer, larger tasks cost less per row; more tasks spread an epoch over more CPUs.
         in_memory: training workers keep their share of the rows in memory and make the
             random views themselves (true), or Ray Data streams and transforms them every
             epoch (false); unset: in memory when a worker's share fits
@@ -53,6 +56,7 @@ class DataConfig:
     batch_size: int = 32
     shuffle_buffer: int = 512
     map_batch_size: int = 256
+    rows_per_read_task: int = 4096
     in_memory: bool | None = None
     in_memory_max_bytes: int = 2 << 30
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
@@ -63,5 +67,7 @@ class DataConfig:
             raise ValueError(f"train_crop must satisfy 0 < lo <= hi <= 1, got {self.train_crop}")
         if not 0 < self.eval_crop <= 1:
             raise ValueError(f"eval_crop must be in (0, 1], got {self.eval_crop}")
-        if self.num_frames < 1 or self.batch_size < 1 or self.map_batch_size < 1:
-            raise ValueError("num_frames, batch_size and map_batch_size must be >= 1")
+        if min(self.num_frames, self.batch_size, self.map_batch_size, self.rows_per_read_task) < 1:
+            raise ValueError(
+                "num_frames, batch_size, map_batch_size and rows_per_read_task must be >= 1"
+            )

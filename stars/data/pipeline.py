@@ -163,7 +163,9 @@ def build_dataset(
     from stars.data.shard_source import read_shards
 
     bit = data.split_bit(split) if split is not None else None
-    ds = read_shards(data, READ_COLUMNS, shuffle=mode == "train")
+    ds = read_shards(
+        data, READ_COLUMNS, shuffle=mode == "train", rows_per_task=cfg.rows_per_read_task
+    )
     fn = functools.partial(
         transform_shard,
         rows_per_call=cfg.map_batch_size,

@@ -7,11 +7,13 @@ the natural block, so a read task here is a single ``pyarrow.parquet.read_table`
 columns asked for, and a training epoch spends its CPU on decoding rows rather than on
 planning the read (``bench.data``'s ``ray_row_epoch`` measures both).
 
-:func:`read_shards` asks Ray Data for exactly one block per read task. Left to itself, Ray
-Data splits each task's output into several blocks when a dataset has fewer read tasks than
-its default minimum number of blocks (200), and a split read cannot be fused with the map
-that follows it: every row would then cross the object store twice, once as stored and once
-transformed, in blocks of a few dozen rows.
+:func:`read_shards` tells Ray Data how many read tasks to make (``override_num_blocks``): one
+per shard, or whole shards grouped into tasks of about ``rows_per_task`` rows, since each task
+costs Ray Data a roughly fixed amount of CPU. Left to itself, Ray Data splits each task's
+output into several blocks when a dataset has fewer read tasks than its default minimum
+number of blocks (200), and a split read cannot be fused with the map that follows it: every
+row would then cross the object store twice, once as stored and once transformed, in blocks
+of a few dozen rows.
 """
 
 from __future__ import annotations
@@ -31,14 +33,33 @@ if TYPE_CHECKING:
     from stars.data.shards import SkeletonDataset
 
 
-def read_shards(data: SkeletonDataset, columns: Sequence[str], shuffle: bool = False) -> Any:
+def read_shards(
+    data: SkeletonDataset,
+    columns: Sequence[str],
+    shuffle: bool = False,
+    rows_per_task: int | None = None,
+) -> Any:
     """A lazy :class:`ray.data.Dataset` of the dataset's shards, one block per shard
     (see :class:`ShardSource`), so that a ``map_batches(batch_size=None)`` after it runs in
-    the same task as the read."""
+    the same task as the read.
+
+    Args:
+        rows_per_task: shards are grouped into read tasks of about this many rows (at least
+            one shard each); None: one task per shard.
+    """
     import ray.data
 
+    tasks = read_task_count(data, rows_per_task)
     source = ShardSource(data, columns, shuffle=shuffle)
-    return ray.data.read_datasource(source, override_num_blocks=len(data.shard_paths))
+    return ray.data.read_datasource(source, override_num_blocks=tasks)
+
+
+def read_task_count(data: SkeletonDataset, rows_per_task: int | None) -> int:
+    """Read tasks for ``rows_per_task`` rows each: between 1 and one per shard."""
+    shards = len(data.shard_paths)
+    if rows_per_task is None:
+        return shards
+    return max(1, min(shards, -(-data.num_samples // max(rows_per_task, 1))))
 
 
 def read_shard(path: str, columns: Sequence[str], filesystem: Any) -> list[pa.Table]:

@@ -7,7 +7,7 @@ import pytest
 
 from stars.data.manifest import DataError
 from stars.data.pipeline import READ_COLUMNS
-from stars.data.shard_source import ShardSource, read_shard
+from stars.data.shard_source import ShardSource, read_shard, read_task_count
 
 
 def test_read_shard_names_a_shard_it_cannot_read(tmp_path):
@@ -54,9 +54,21 @@ def test_training_pipeline_reads_and_transforms_each_shard_in_one_task(ray_local
     from stars.data.config import DataConfig
     from stars.data.pipeline import build_dataset
 
-    ds = build_dataset(tiny_dataset, None, "train", DataConfig(num_frames=16, map_batch_size=5))
+    assert len(tiny_dataset.shard_paths) == 3
+    half = -(-tiny_dataset.num_samples // 2)
+    cfg = DataConfig(num_frames=16, map_batch_size=5, rows_per_read_task=half)
+    ds = build_dataset(tiny_dataset, None, "train", cfg)
     rows = sum(len(b["label"]) for b in ds.iter_batches(batch_size=None, batch_format="numpy"))
     assert rows == tiny_dataset.num_samples
     stats = ds.stats()
     assert "ReadStarsShards->MapBatches(transform_shard)" in stats, stats
-    assert f"{len(tiny_dataset.shard_paths)} tasks executed" in stats, stats
+    assert "2 tasks executed" in stats, stats  # three shards in tasks of about half the rows
+
+
+def test_read_tasks_group_shards_by_rows(tiny_dataset):
+    shards, rows = len(tiny_dataset.shard_paths), tiny_dataset.num_samples
+    assert read_task_count(tiny_dataset, None) == shards
+    assert read_task_count(tiny_dataset, rows) == 1
+    assert read_task_count(tiny_dataset, 10 * rows) == 1
+    assert read_task_count(tiny_dataset, 1) == shards  # never more than one per shard
+    assert read_task_count(tiny_dataset, -(-rows // 2)) == 2
