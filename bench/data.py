@@ -435,13 +435,7 @@ def _ray_cpu_seconds() -> float:
 def _ray_epochs(make_dataset, epochs: int = 4, **iter_kwargs) -> tuple[float, float]:
     """CPU seconds per row (every process) of iterating a Ray Dataset: the best and the worst
     of epochs 2.. (the first starts Ray Data's workers)."""
-    per_epoch = []
-    for _ in range(epochs):
-        ds = make_dataset()
-        start, rows = _ray_cpu_seconds(), 0
-        for batch in ds.iter_batches(**iter_kwargs):
-            rows += batch.num_rows if hasattr(batch, "num_rows") else len(batch["label"])
-        per_epoch.append((_ray_cpu_seconds() - start) / rows)
+    per_epoch = [_ray_epoch(make_dataset(), **iter_kwargs) for _ in range(epochs)]
     return min(per_epoch[1:]), max(per_epoch[1:])
 
 
