@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
@@ -256,12 +257,15 @@ def bench_ntu_parse() -> list[Result]:
     ]
 
 
+RAY_CPUS = 2  # the local Ray instance of the Ray Data rows
+
+
 def _local_ray(temp_dir: Path) -> None:
-    """A local Ray instance of 2 CPUs, quiet, its files under ``temp_dir``."""
+    """A local Ray instance of ``RAY_CPUS`` CPUs, quiet, its files under ``temp_dir``."""
     import ray
 
     ray.init(
-        num_cpus=2,
+        num_cpus=RAY_CPUS,
         include_dashboard=False,
         log_to_driver=False,
         _temp_dir=str(temp_dir),
@@ -459,13 +463,55 @@ def _plain_pass(paths: list, step) -> float:
     return (time.process_time() - start) / rows
 
 
+def plain_cpu(paths: list, num_bodies: int, num_frames: int) -> tuple[float, int]:
+    """(CPU seconds, rows) of a pyarrow read + the training transforms of ``paths`` in this
+    process: one process's part of a side-by-side plain pass."""
+    import pyarrow.parquet as pq
+
+    from stars.data.pipeline import stored_rows, transform_batch
+
+    cfg = DataConfig(num_frames=num_frames)
+    rows, start = 0, time.process_time()
+    for path in paths:
+        table = pq.read_table(path)
+        transform_batch(stored_rows(table, num_bodies), split_bit=None, mode="train", cfg=cfg)
+        rows += table.num_rows
+    return time.process_time() - start, rows
+
+
+def side_by_side_plain_pass(
+    pool, processes: int, paths: list, num_bodies: int, num_frames: int
+) -> tuple[float, int]:
+    """(CPU seconds, rows) of a plain pass split over ``processes`` of the pool at once (as
+    many decoders as Ray Data runs tasks: cores that decode side by side each run slower)."""
+    parts = [
+        pool.submit(plain_cpu, paths[i::processes], num_bodies, num_frames)
+        for i in range(processes)
+    ]
+    done = [part.result() for part in parts]
+    return sum(cpu for cpu, _ in done), sum(rows for _, rows in done)
+
+
+def labels_of_transformed_shard(table, **kwargs):
+    """The training pipeline's map, keeping only the small columns of its output: the same
+    read and transforms, without the (B, M, T, V, 3) tensors crossing the object store."""
+    from stars.data.pipeline import transform_shard
+
+    for out in transform_shard(table, **kwargs):
+        yield out.select(["label", "sample_index"])
+
+
 def bench_ray_row_epoch(
     num_classes: int = 120, per_class: int = 480, rounds: int = 5
 ) -> list[Result]:
     """CPU per row-epoch of the Ray Data training pipeline (every process), against a plain
-    in-process pyarrow read + the same transforms of the same shards, the two measured in
-    alternation (a shared VM's speed drifts between minutes); and Ray Data's read of the
-    shards alone, the project's datasource against ``read_parquet``."""
+    pyarrow read + the same transforms of the same shards, in one process and split over as
+    many processes as Ray has CPUs, measured in alternation (a shared VM's speed drifts
+    between minutes); and Ray Data's read of the shards alone, the project's datasource
+    against ``read_parquet``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     import ray
     import ray.data
 
@@ -480,14 +526,43 @@ def bench_ray_row_epoch(
         def plain_step(table) -> None:
             transform_batch(stored_rows(table, M), split_bit=None, mode="train", cfg=cfg)
 
+        # Spawned before Ray starts: a fork would copy Ray's threads.
+        pool = ProcessPoolExecutor(RAY_CPUS, mp_context=multiprocessing.get_context("spawn"))
         _local_ray(Path(tmp) / "ray")
         try:
             pipeline_ds = build_dataset(data, None, "train", cfg)
             batches = {"batch_size": cfg.map_batch_size, "batch_format": "numpy"}
-            _plain_pass(data.shard_paths, plain_step)  # warm-ups: page cache, Ray Data workers
+
+            def side_by_side_plain() -> float:
+                cpu, read = side_by_side_plain_pass(
+                    pool, RAY_CPUS, data.shard_paths, M, cfg.num_frames
+                )
+                return cpu / read
+
+            kept = functools.partial(
+                labels_of_transformed_shard,
+                rows_per_call=cfg.map_batch_size,
+                num_bodies=M,
+                split_bit=None,
+                mode="train",
+                cfg=cfg,
+            )
+            untransferred_ds = read_shards(
+                data, READ_COLUMNS, shuffle=True, rows_per_task=cfg.rows_per_read_task
+            ).map_batches(kept, batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
+            # Warm-ups: the page cache, the pool's imports, Ray Data's workers.
+            _plain_pass(data.shard_paths, plain_step)
+            side_by_side_plain()
             _ray_epoch(pipeline_ds, **batches)
-            pairs = [
-                (_plain_pass(data.shard_paths, plain_step), _ray_epoch(pipeline_ds, **batches))
+            _ray_epoch(untransferred_ds, **batches)
+            # Per round: alone, side by side, the pipeline, the pipeline without its output.
+            per_round = [
+                (
+                    _plain_pass(data.shard_paths, plain_step),
+                    side_by_side_plain(),
+                    _ray_epoch(pipeline_ds, **batches),
+                    _ray_epoch(untransferred_ds, **batches),
+                )
                 for _ in range(rounds)
             ]
             blocks = {"batch_size": None, "batch_format": "pyarrow"}
@@ -502,22 +577,64 @@ def bench_ray_row_epoch(
             )
         finally:
             ray.shutdown()
-    rows = f"{data.num_samples} rows, 512 per shard, local Ray of 2 CPUs"
-    ratios = sorted(ray_s / plain_s for plain_s, ray_s in pairs)
-    plain = float(np.median([p for p, _ in pairs]))
-    pipeline = float(np.median([r for _, r in pairs]))
+            pool.shutdown()
+    rows = f"{data.num_samples} rows, 512 per shard, local Ray of {RAY_CPUS} CPUs"
+    one, side_by_side, pipeline, untransferred = (
+        float(m) for m in np.median(np.array(per_round), axis=0)
+    )
+
+    def spread(num: int, den: int) -> str:
+        ratios = sorted(t[num] / t[den] for t in per_round)
+        return (
+            f"per-round ratios {ratios[0]:.2f}-{ratios[-1]:.2f} "
+            f"(median {np.median(ratios):.2f}) over {rounds} alternating rounds after a warm-up"
+        )
+
+    pipeline_note = (
+        f"Ray Data read + training transforms (T 120), fused, read tasks of "
+        f"{cfg.rows_per_read_task} rows, into batches of 256, every process; medians"
+    )
     return [
         Result(
             "rows_ray_pipeline_vs_plain_read",
             pipeline * 1e3,
             "CPU-ms/row",
-            plain * 1e3,
+            one * 1e3,
             "<= 1.2x",
-            f"Ray Data read + training transforms (T 120), fused, read tasks of "
-            f"{cfg.rows_per_read_task} rows, into batches of 256, every process; baseline: "
-            f"pyarrow read + the same transforms in one process; medians of {rounds} "
-            f"alternating rounds after a warm-up, per-round ratios {ratios[0]:.2f}-"
-            f"{ratios[-1]:.2f} (median {np.median(ratios):.2f}); {rows}",
+            f"{pipeline_note}; baseline: pyarrow read + the same transforms in one process "
+            f"alone; {spread(2, 0)}; {rows}",
+        ),
+        Result(
+            "rows_ray_pipeline_vs_plain_read_side_by_side",
+            pipeline * 1e3,
+            "CPU-ms/row",
+            side_by_side * 1e3,
+            "",
+            f"{pipeline_note}; baseline: the plain read + transforms split over {RAY_CPUS} "
+            f"processes running at once, as many as Ray Data's tasks, so both sides pay for "
+            f"cores decoding side by side (rows_plain_read_side_by_side_vs_alone) and the "
+            f"ratio is what Ray Data adds; {spread(2, 1)}; {rows}",
+        ),
+        Result(
+            "rows_ray_pipeline_without_output_transfer",
+            untransferred * 1e3,
+            "CPU-ms/row",
+            one * 1e3,
+            "",
+            f"the same Ray Data read + transforms, keeping only labels and indices of the "
+            f"output (the pipeline's (B, M, T, V, 3) float32, 72 KB a row, no longer crosses "
+            f"the object store): what the pipeline costs without that transfer, against "
+            f"the plain read + transforms in one process alone; {spread(3, 0)}; {rows}",
+        ),
+        Result(
+            "rows_plain_read_side_by_side_vs_alone",
+            side_by_side * 1e3,
+            "CPU-ms/row",
+            one * 1e3,
+            "",
+            f"the plain read + transforms split over {RAY_CPUS} processes at once, against "
+            f"one process alone: what decoding on every core costs per row on this machine "
+            f"(shared caches and memory bandwidth), Ray or not; {spread(1, 0)}; {rows}",
         ),
         Result(
             "rows_ray_read_shard_source_vs_read_parquet",
