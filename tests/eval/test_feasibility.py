@@ -53,7 +53,11 @@ def test_only_the_shots_without_enough_exemplars_are_dropped(tiny_dataset):
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.shared_data
-def test_main_job_on_five_real_samples_finishes_with_notes(ntu5, tmp_path, monkeypatch, capsys):
+def test_main_job_on_five_real_samples_finishes_with_notes(
+    ntu5, ray_local, tmp_path, monkeypatch, capsys
+):
+    # ray_local: the job joins the session's Ray instead of leaving its own running when this
+    # test runs alone.
     from stars.cli.pretrain import main as pretrain_main
 
     monkeypatch.chdir(tmp_path)
